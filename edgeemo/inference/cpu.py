@@ -1,0 +1,37 @@
+"""CPU backend: LiteRT (``ai_edge_litert``), falling back to ``tflite_runtime``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeemo.inference.base import ModelError, TFLiteModel, check_model_file
+
+
+def runtime() -> tuple[Any, Any]:
+    """Return ``(Interpreter, load_delegate)`` from whichever TFLite runtime is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter, load_delegate
+        except ImportError:
+            raise ModelError(
+                "no TFLite runtime is installed: pip install ai-edge-litert "
+                "(or tflite-runtime on platforms without LiteRT wheels)"
+            ) from None
+    return Interpreter, load_delegate
+
+
+class CPUModel(TFLiteModel):
+    backend = "cpu"
+
+
+def load(path: Path, threads: int = 1, **_: Any) -> CPUModel:
+    check_model_file(path)
+    interpreter_cls, _ = runtime()
+    try:
+        it = interpreter_cls(model_path=str(path), num_threads=threads)
+    except ValueError as e:
+        raise ModelError(f"{path} is not a valid TFLite model: {str(e).splitlines()[0]}") from None
+    return CPUModel(it, path)

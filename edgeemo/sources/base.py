@@ -1,0 +1,179 @@
+"""The source interface and the reader thread that owns reconnects, pacing and the queue."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 8192 * 8192  # larger than any camera; beyond this a frame is treated as corrupt
+
+
+class SourceError(Exception):
+    """The source cannot deliver frames now (unreachable, stream broke); retried with backoff."""
+
+
+@dataclass
+class Frame:
+    camera: str
+    ts: float
+    image: np.ndarray
+    index: int
+
+
+class Source(ABC):
+    """One camera or clip. ``read`` returns a BGR (or gray) uint8 frame, or None at the end."""
+
+    #: file sources pace themselves at the clip's frame rate; live sources block in read()
+    finite = False
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def read(self) -> np.ndarray | None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """For logs: never contains credentials."""
+
+
+def frame_problem(img: object) -> str | None:
+    """Why a decoded frame cannot be used, or None if it can."""
+    if not isinstance(img, np.ndarray):
+        return f"not an image ({type(img).__name__})"
+    if img.dtype != np.uint8:
+        return f"pixel type {img.dtype}, expected uint8"
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
+        return f"shape {img.shape}, expected HxW or HxWx3"
+    if img.shape[0] < 8 or img.shape[1] < 8:
+        return f"frame too small ({img.shape[1]}x{img.shape[0]})"
+    if img.shape[0] * img.shape[1] > MAX_PIXELS:
+        return f"frame too large ({img.shape[1]}x{img.shape[0]})"
+    return None
+
+
+class FrameQueue:
+    """Bounded queue: real time wins over completeness, the oldest frame is dropped."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self._q: deque[Frame] = deque(maxlen=depth)
+        self._cv = threading.Condition()
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cv:
+            if len(self._q) == self._q.maxlen:
+                self.dropped += 1
+            self._q.append(frame)
+            self._cv.notify()
+
+    def get(self, timeout: float) -> Frame | None:
+        with self._cv:
+            if not self._q:
+                self._cv.wait(timeout)
+            return self._q.popleft() if self._q else None
+
+
+class CameraReader(threading.Thread):
+    """Reads a source into a FrameQueue at most ``fps`` times a second, reconnecting forever."""
+
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        fps: float,
+        queue: FrameQueue,
+        on_status: Callable[[str, bool], None],
+        backoff: tuple[float, float] = (1.0, 60.0),
+    ) -> None:
+        super().__init__(name=f"reader-{name}", daemon=True)
+        self.camera = name
+        self.source = source
+        self.interval = 1.0 / fps
+        self.queue = queue
+        self.on_status = on_status
+        self.backoff = backoff
+        self.stop_event = threading.Event()
+        self.finished = threading.Event()
+        self.online = False
+        self.last_frame_at = 0.0  # monotonic
+        self.frames_read = 0
+        self.bad_frames = 0
+        self._index = 0
+
+    def _set_online(self, online: bool, why: str = "") -> None:
+        if online != self.online:
+            self.online = online
+            if online:
+                log.info("camera %s: online (%s)", self.camera, self.source.describe())
+            else:
+                log.warning("camera %s: offline: %s", self.camera, why)
+            self.on_status(self.camera, online)
+
+    def mark_stalled(self, after_s: float) -> None:
+        """Called by the pipeline: no frame for ``after_s`` seconds means offline."""
+        if self.online and time.monotonic() - self.last_frame_at > after_s:
+            self._set_online(False, f"no frame for {after_s:.0f} s; reconnecting")
+
+    def run(self) -> None:
+        delay = self.backoff[0]
+        while not self.stop_event.is_set():
+            try:
+                self.source.open()
+            except SourceError as e:
+                self._set_online(False, str(e))
+                log.warning("camera %s: %s; retrying in %.0f s", self.camera, e, delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
+                continue
+            try:
+                if self._pump():
+                    break  # end of a finite clip
+                delay = self.backoff[0]  # it worked for a while: start the backoff afresh
+            except SourceError as e:
+                self._set_online(False, str(e))
+                log.warning("camera %s: %s; reconnecting in %.0f s", self.camera, e, delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
+            finally:
+                self.source.close()
+        self._set_online(False, "stopped")
+        self.finished.set()
+
+    def _pump(self) -> bool:
+        """Read until stopped (False) or the clip ends (True)."""
+        next_due = 0.0
+        while not self.stop_event.is_set():
+            img = self.source.read()
+            if img is None:
+                log.info("camera %s: end of %s", self.camera, self.source.describe())
+                return True
+            now = time.monotonic()
+            problem = frame_problem(img)
+            if problem:
+                self.bad_frames += 1
+                log.warning(
+                    "camera %s: skipped a bad frame: %s (%d so far)", self.camera, problem, self.bad_frames
+                )
+                continue
+            self.frames_read += 1
+            self.last_frame_at = now
+            self._set_online(True)
+            if now < next_due:
+                continue  # above the detection fps cap
+            next_due = max(next_due + self.interval, now)
+            self.queue.put(Frame(self.camera, time.time(), img, self._index))
+            self._index += 1
+        return False

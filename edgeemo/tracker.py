@@ -1,0 +1,63 @@
+"""IoU tracker: stable track ids for faces across frames of one camera."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeemo.config import TrackerConfig
+from edgeemo.detector import Detection, iou_matrix
+
+
+@dataclass(eq=False)  # identity, not field equality (boxes are arrays)
+class Track:
+    id: int
+    box: np.ndarray
+    first_seen: float
+    last_seen: float
+    hits: int = 1
+    confirmed: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class IoUTracker:
+    def __init__(self, cfg: TrackerConfig) -> None:
+        self.cfg = cfg
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def update(self, ts: float, dets: list[Detection]) -> tuple[list[tuple[Track, int]], list[Track]]:
+        """Match detections to tracks. Returns ([(track, detection index)], ended tracks)."""
+        matched: list[tuple[Track, int]] = []
+        free = set(range(len(dets)))
+        if self.tracks and dets:
+            ious = iou_matrix(np.array([t.box for t in self.tracks]), np.array([d.box for d in dets]))
+            # Greedy by best overlap: with a handful of faces this equals the optimal matching.
+            for ti, di in zip(*np.unravel_index(np.argsort(-ious, axis=None), ious.shape), strict=True):
+                if ious[ti, di] < self.cfg.iou_threshold:
+                    break
+                t = self.tracks[ti]
+                if di not in free or any(m[0] is t for m in matched):
+                    continue
+                free.discard(di)
+                t.box, t.last_seen, t.hits = dets[di].box, ts, t.hits + 1
+                t.confirmed = t.confirmed or t.hits >= self.cfg.min_hits
+                matched.append((t, int(di)))
+        for di in sorted(free):
+            t = Track(self._next_id, dets[di].box, ts, ts, confirmed=self.cfg.min_hits <= 1)
+            self._next_id += 1
+            self.tracks.append(t)
+            matched.append((t, di))
+        seen = {id(m[0]) for m in matched}
+        ended = [
+            t
+            for t in self.tracks
+            if id(t) not in seen and (ts - t.last_seen > self.cfg.max_age_s or not t.confirmed)
+        ]
+        self.tracks = [t for t in self.tracks if t not in ended]
+        return matched, ended
+
+    def end_all(self) -> list[Track]:
+        ended, self.tracks = self.tracks, []
+        return ended
