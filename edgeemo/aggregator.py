@@ -121,16 +121,15 @@ class CameraAggregator:
         return events
 
     def _observe_window(self, ts: float, seen: list[Observation]) -> None:
-        moods = [self._moods[o.track.id] for o in seen if o.track.confirmed and o.track.id in self._moods]
-        if moods:
-            frame_dist = np.mean([m.ema for m in moods], axis=0)
-            self._window.append((ts, frame_dist))
+        # Faces in view = announced faces whose track is alive: a one-frame miss is no change.
+        moods = [m for m in self._moods.values() if m.emotion is not None]
+        if any(o.track.confirmed for o in seen) and moods:
+            self._window.append((ts, np.mean([m.ema for m in moods], axis=0)))
         while self._window and ts - self._window[0][0] > self.cfg.window_s:
             self._window.popleft()
         self._faces = len(moods)
-        self._dominant = (
-            self.labels[int(np.argmax(np.sum([m.ema for m in moods], axis=0)))] if moods else NO_FACE
-        )
+        total = np.sum([m.ema for m in moods], axis=0) if moods else None
+        self._dominant = self.labels[int(np.argmax(total))] if total is not None else NO_FACE
 
     def state(self, ts: float) -> dict:
         dist = np.mean([d for _, d in self._window], axis=0) if self._window else np.zeros(len(self.labels))

@@ -181,15 +181,16 @@ def guess_source_kind(source: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Hide the password of a URL (``rtsp://user:***@host``) for logs and errors."""
+    """Hide credentials of a URL for logs and errors: ``user:***@host``, or ``***@host``
+    when the user part stands alone (some cameras take a bare token there)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None and "@" not in parts.netloc:
+    if "@" not in parts.netloc:
         return url
     host = parts.netloc.rsplit("@", 1)[-1]
-    user = unquote(parts.username or "")
+    user = unquote(parts.username or "") if parts.password is not None else ""
     return parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}").geturl()
 
 

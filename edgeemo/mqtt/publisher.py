@@ -42,6 +42,7 @@ class Publisher:
         self.connected = threading.Event()
         self.dropped = 0  # messages paho refused (queue full)
         self._auth_warned = False
+        self._stopping = False
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -80,6 +81,7 @@ class Publisher:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say offline (a clean disconnect never fires the last will), then disconnect."""
+        self._stopping = True
         if self.connected.is_set():
             info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -116,7 +118,7 @@ class Publisher:
         self.connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning(
                 "MQTT connection to %s lost (%s); reconnecting, events are queued", self.where, reason
             )

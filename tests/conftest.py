@@ -1,0 +1,151 @@
+"""Shared fixtures: real model files, a real Mosquitto broker, a recorder of MQTT traffic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgeemo.devtools import astronaut_bgr, free_port, mosquitto_path, start_broker
+from edgeemo.modelstore import default_models_dir, fetch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGEEMO_SHARED", ROOT.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"needs {p} (the team's shared data beside the checkout); not present here")
+    return p
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    d = default_models_dir()
+    fetch(d, cache_dir=ROOT / ".cache" / "wheels")  # no-op when installed and verified
+    return d
+
+
+@pytest.fixture(scope="session")
+def astronaut_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("media") / "astronaut.png"
+    cv2.imwrite(str(p), astronaut_bgr())
+    return p
+
+
+@pytest.fixture
+def broker() -> Iterator[int]:
+    """A real Mosquitto on 127.0.0.1; yields its port."""
+    if not mosquitto_path():
+        pytest.skip("mosquitto is not installed (make test installs it with apt)")
+    port = free_port()
+    proc = start_broker(port)
+    yield port
+    proc.terminate()
+    proc.wait(5)
+
+
+class Recorder:
+    """Subscribes to everything and keeps (topic, payload, retain) in arrival order."""
+
+    def __init__(self, port: int, topics: tuple[str, ...] = ("#",)) -> None:
+        self.messages: list[tuple[str, str, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"recorder-{time.monotonic_ns()}")
+        self.client.on_message = self._on_message
+        ready = threading.Event()
+
+        def on_connect(c: mqtt.Client, *_: object) -> None:
+            c.subscribe([(t, 1) for t in topics])
+            ready.set()
+
+        self.client.on_connect = on_connect
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert ready.wait(5), "recorder could not connect to the broker"
+        time.sleep(0.2)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload.decode(errors="replace"), bool(msg.retain)))
+
+    def find(self, pred: Callable[[str, str], bool]) -> list[tuple[str, str, bool]]:
+        with self._lock:
+            return [m for m in self.messages if pred(m[0], m[1])]
+
+    def wait_for(self, pred: Callable[[str, str], bool], timeout: float = 30.0, count: int = 1):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.find(pred)
+            if len(found) >= count:
+                return found
+            time.sleep(0.1)
+        topics = sorted({m[0] for m in self.messages})
+        raise AssertionError(f"no matching MQTT message within {timeout} s; topics seen: {topics}")
+
+    def json_on(self, suffix: str) -> list[dict]:
+        return [json.loads(p) for t, p, _ in self.find(lambda t, _p: t.endswith(suffix))]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def recorder(broker: int) -> Iterator[Recorder]:
+    r = Recorder(broker)
+    yield r
+    r.close()
+
+
+class DaemonProcess:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeemo", *args], stdout=self._log, stderr=subprocess.STDOUT, env=full_env
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    started: list[DaemonProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        d = DaemonProcess(
+            ["run", "--state-dir", str(tmp_path / "state"), "--models-dir", str(models_dir), *args],
+            tmp_path / f"daemon{len(started)}.log", env,
+        )
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
