@@ -71,6 +71,9 @@ class TFLiteModel:
             self._it.resize_tensor_input(self._in["index"], [n, *self.input.shape[1:]])
             self._it.allocate_tensors()
         except (RuntimeError, ValueError):
+            # Models with a fixed batch (reshapes baked in): put the input back as it was.
+            self._it.resize_tensor_input(self._in["index"], [self._batch, *self.input.shape[1:]])
+            self._it.allocate_tensors()
             return False
         self._in = self._it.get_input_details()[0]
         self._outs = self._it.get_output_details()
@@ -105,7 +108,8 @@ class TFLiteModel:
                 self._it.invoke()
                 return self._outputs()
             # Fixed-batch models (e.g. compiled for the Edge TPU): one item at a time.
-            self._resize(1)
+            if not self._resize(1):
+                raise ModelError(f"{self.path.name} accepts neither a batch of {n} nor single items")
             parts: list[list[np.ndarray]] = []
             for i in range(n):
                 self._it.set_tensor(self._in["index"], x[i : i + 1])

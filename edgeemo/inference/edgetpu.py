@@ -7,6 +7,7 @@ name (tests use it to stand in a library that loads but finds no device).
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ def load_delegate_or_explain(device: str | None = None) -> Any:
     _, load_delegate = runtime()
     options = {"device": device} if device else {}
     try:
+        # Probe first: a failed load_delegate leaves a half-built Delegate whose destructor
+        # prints a stray traceback to stderr, which operators would take for a crash.
+        ctypes.CDLL(lib)
         return load_delegate(lib, options)
     except OSError:
         raise AcceleratorUnavailable(

@@ -1,0 +1,135 @@
+"""Inference backends: CPU through LiteRT, the Edge TPU delegate's failure modes, bad files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeemo.config import InferenceConfig
+from edgeemo.inference import AcceleratorUnavailable, ModelError, load_model
+from edgeemo.modelstore import ResolvedModel, open_model, resolve
+from tests.conftest import shared_path
+
+EDGETPU_FACE = ("models", "edgetpu", "face-detector-quantized_edgetpu.tflite")
+
+
+@pytest.fixture(scope="session")
+def no_device_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A library that loads like libedgetpu but finds no device (its factory returns NULL)."""
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed to build the stand-in Edge TPU library")
+    d = tmp_path_factory.mktemp("fakelib")
+    src = d / "fake.c"
+    src.write_text(
+        "void* tflite_plugin_create_delegate(char** k, char** v, unsigned long n, void (*e)(const char*))"
+        " { return 0; }\nvoid tflite_plugin_destroy_delegate(void* d) {}\n"
+    )
+    lib = d / "libfakeedgetpu.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return lib
+
+
+def test_cpu_backend_runs_int8_model() -> None:
+    model = load_model(Path(shared_path("models", "edgetpu", "mobilenet_v1_0.25_128_quant.tflite")), "cpu")
+    import numpy as np
+
+    out = model.run(np.zeros((2, 128, 128, 3), np.float32))[0]
+    assert out.shape == (2, 1001) and out.dtype == np.float32  # dequantised for the caller
+
+
+@pytest.mark.shared
+def test_edgetpu_without_runtime_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGEEMO_EDGETPU_LIB", raising=False)
+    with pytest.raises(AcceleratorUnavailable) as e:
+        load_model(shared_path(*EDGETPU_FACE), "edgetpu")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "libedgetpu.so.1 is not installed" in msg and "libedgetpu1-std" in msg and "lsusb" in msg
+
+
+@pytest.mark.shared
+def test_edgetpu_without_device_says_what_to_check(monkeypatch: pytest.MonkeyPatch, no_device_lib: Path) -> None:
+    monkeypatch.setenv("EDGEEMO_EDGETPU_LIB", str(no_device_lib))
+    with pytest.raises(AcceleratorUnavailable, match="loaded but no Edge TPU device answered .device 'usb'.*plugged"):
+        load_model(shared_path(*EDGETPU_FACE), "edgetpu", device="usb")
+
+
+@pytest.mark.shared
+def test_compiled_model_on_cpu_is_explained() -> None:
+    with pytest.raises(ModelError, match="compiled for the Coral Edge TPU and cannot run on the CPU"):
+        load_model(shared_path(*EDGETPU_FACE), "cpu")
+
+
+@pytest.mark.shared
+def test_edgetpu_falls_back_to_the_cpu_model(models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rm = resolve("short_range", models_dir, "face_detection", str(shared_path(*EDGETPU_FACE)))
+    assert isinstance(rm, ResolvedModel) and rm.edgetpu_file is not None
+    model = open_model(rm, InferenceConfig(backend="edgetpu", fallback="cpu"), "camera x detector")
+    assert model.backend == "cpu" and model.path == rm.cpu_file
+    assert any("falling back to the CPU model" in r.message for r in caplog.records)
+    with pytest.raises(AcceleratorUnavailable, match="camera x detector: Edge TPU runtime"):
+        open_model(rm, InferenceConfig(backend="edgetpu", fallback="none"), "camera x detector")
+
+
+@pytest.mark.shared
+def test_daemon_carries_on_with_cpu_when_edgetpu_missing(models_dir: Path, astronaut_png: Path) -> None:
+    """`detect` with the Edge TPU BlazeFace selected: one warning line, then CPU results."""
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeemo", "detect", str(astronaut_png), "--json", "--backend", "edgetpu",
+         "--detector-edgetpu", str(shared_path(*EDGETPU_FACE)), "--models-dir", str(models_dir)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "Edge TPU" in line]
+    assert len(warnings) == 1 and "falling back to the CPU" in warnings[0]
+    assert '"emotion": "happy"' in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(b"", "not a TFLite model"), (b"\x18\x00\x00\x00TFL3" + b"\x00" * 40, "TFL"), (b"hello world, no model", "not a TFLite")],
+)
+def test_truncated_or_wrong_model_files(tmp_path: Path, content: bytes, expected: str) -> None:
+    p = tmp_path / "broken.tflite"
+    p.write_bytes(content)
+    with pytest.raises(ModelError, match=expected):
+        load_model(p, "cpu")
+
+
+def test_truncated_real_model(tmp_path: Path, models_dir: Path) -> None:
+    real = (models_dir / "face_detection_short_range.tflite").read_bytes()
+    p = tmp_path / "cut.tflite"
+    p.write_bytes(real[: len(real) // 3])
+    with pytest.raises(ModelError, match=str(p.name)):
+        load_model(p, "cpu")
+
+
+def test_missing_model_and_unknown_backend(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="run `edgeemo models fetch`"):
+        resolve("short_range", tmp_path, "face_detection")
+    with pytest.raises(ModelError, match="manifest beside it"):
+        resolve(str(tmp_path / "mine.tflite"), tmp_path, "emotion")
+    with pytest.raises(ModelError, match="unknown inference backend 'gpu'"):
+        load_model(tmp_path / "x.tflite", "gpu")
+
+
+def test_run_with_missing_models_is_one_line(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeemo", "run", "--source", "x.mp4", "--models-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode == 78
+    assert r.stderr.strip().count("\n") == 0 and "edgeemo models fetch" in r.stderr
+
+
+def test_cpu_backend_does_not_import_the_edgetpu_module() -> None:
+    code = (
+        "import sys; from edgeemo.inference import load_model; from pathlib import Path; "
+        "print('edgeemo.inference.edgetpu' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
