@@ -77,12 +77,12 @@ def mosquitto_path() -> str | None:
     )
 
 
-def start_broker(port: int, extra_conf: str = "") -> subprocess.Popen:
+def start_broker(port: int, extra_conf: str = "", anonymous: bool = True) -> subprocess.Popen:
     """A broker on 127.0.0.1:port: Mosquitto where installed, else the pure-Python amqtt."""
     exe = mosquitto_path()
     if exe:
         conf = Path(tempfile.mkdtemp(prefix="edgeemo-mosq-")) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_conf}")
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous {str(anonymous).lower()}\npersistence false\n{extra_conf}")
         proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     else:
         script = (

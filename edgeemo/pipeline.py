@@ -83,6 +83,10 @@ class CameraPipeline(threading.Thread):
                     self._emit(self.aggregator.update(time.time(), [], self.tracker.end_all()))
                     self._publish_state(time.time(), force=True)
                     return
+                # No frames (camera offline or stalled): faces age out on the clock, so nobody
+                # stays "in view" of a camera that cannot see.
+                _, ended = self.tracker.update(time.time(), [])
+                self._emit(self.aggregator.update(time.time(), [], ended))
                 self._publish_state(time.time())
                 continue
             try:

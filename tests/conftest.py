@@ -59,14 +59,17 @@ def broker() -> Iterator[int]:
 class Recorder:
     """Subscribes to everything and keeps (topic, payload, retain) in arrival order."""
 
-    def __init__(self, port: int, topics: tuple[str, ...] = ("#",)) -> None:
+    def __init__(self, port: int, topics: tuple[str, ...] = ("#",), auth: tuple[str, str] | None = None) -> None:
         self.messages: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"recorder-{time.monotonic_ns()}")
         self.client.on_message = self._on_message
+        if auth:
+            self.client.username_pw_set(*auth)
         ready = threading.Event()
 
-        def on_connect(c: mqtt.Client, *_: object) -> None:
+        def on_connect(c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
+            assert not reason.is_failure, f"recorder refused by the broker: {reason}"
             c.subscribe([(t, 1) for t in topics])
             ready.set()
 

@@ -175,7 +175,8 @@ class CameraReader(threading.Thread):
             self._set_online(True)
             if now < next_due:
                 continue  # above the detection fps cap
-            next_due = max(next_due + self.interval, now)
+            # Keep the cadence while on time; after a stall, restart it from now.
+            next_due = next_due + self.interval if next_due + self.interval > now else now + self.interval
             self.queue.put(Frame(self.camera, time.time(), img, self._index))
             self._index += 1
         return False
