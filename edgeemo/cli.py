@@ -158,9 +158,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: {len(faces)} face(s)")
             for f in faces:
-                print(
-                    f"  box {f['box']} score {f['score']:.2f}: {f['emotion']} ({max(f['scores'].values()):.2f})"
-                )
+                best = max(f["scores"].values())
+                print(f"  box {f['box']} score {f['score']:.2f}: {f['emotion']} ({best:.2f})")
     return 1 if failed else 0
 
 

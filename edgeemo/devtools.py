@@ -82,7 +82,8 @@ def start_broker(port: int, extra_conf: str = "", anonymous: bool = True) -> sub
     exe = mosquitto_path()
     if exe:
         conf = Path(tempfile.mkdtemp(prefix="edgeemo-mosq-")) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous {str(anonymous).lower()}\npersistence false\n{extra_conf}")
+        anon = "true" if anonymous else "false"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous {anon}\npersistence false\n{extra_conf}")
         proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     else:
         script = (

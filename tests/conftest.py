@@ -59,7 +59,9 @@ def broker() -> Iterator[int]:
 class Recorder:
     """Subscribes to everything and keeps (topic, payload, retain) in arrival order."""
 
-    def __init__(self, port: int, topics: tuple[str, ...] = ("#",), auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, port: int, topics: tuple[str, ...] = ("#",), auth: tuple[str, str] | None = None
+    ) -> None:
         self.messages: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"recorder-{time.monotonic_ns()}")
@@ -144,7 +146,8 @@ def daemon(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., DaemonPro
     def start(*args: str, env: dict[str, str] | None = None) -> DaemonProcess:
         d = DaemonProcess(
             ["run", "--state-dir", str(tmp_path / "state"), "--models-dir", str(models_dir), *args],
-            tmp_path / f"daemon{len(started)}.log", env,
+            tmp_path / f"daemon{len(started)}.log",
+            env,
         )
         started.append(d)
         return d

@@ -12,23 +12,59 @@ import json
 import jinja2
 
 COMMON = {
-    "availability", "availability_mode", "availability_template", "availability_topic", "device",
-    "enabled_by_default", "encoding", "entity_category", "entity_picture", "icon",
-    "json_attributes_template", "json_attributes_topic", "name", "object_id", "default_entity_id",
-    "origin", "payload_available", "payload_not_available", "qos", "state_topic", "unique_id",
-    "value_template", "platform",
+    "availability",
+    "availability_mode",
+    "availability_template",
+    "availability_topic",
+    "device",
+    "enabled_by_default",
+    "encoding",
+    "entity_category",
+    "entity_picture",
+    "icon",
+    "json_attributes_template",
+    "json_attributes_topic",
+    "name",
+    "object_id",
+    "default_entity_id",
+    "origin",
+    "payload_available",
+    "payload_not_available",
+    "qos",
+    "state_topic",
+    "unique_id",
+    "value_template",
+    "platform",
 }
 ALLOWED = {
-    "sensor": COMMON | {
-        "device_class", "expire_after", "force_update", "last_reset_value_template", "options",
-        "state_class", "suggested_display_precision", "unit_of_measurement",
+    "sensor": COMMON
+    | {
+        "device_class",
+        "expire_after",
+        "force_update",
+        "last_reset_value_template",
+        "options",
+        "state_class",
+        "suggested_display_precision",
+        "unit_of_measurement",
     },
-    "binary_sensor": COMMON | {"device_class", "expire_after", "force_update", "off_delay", "payload_off", "payload_on"},
+    "binary_sensor": COMMON
+    | {"device_class", "expire_after", "force_update", "off_delay", "payload_off", "payload_on"},
     "event": COMMON | {"device_class", "event_types"},
 }
 DEVICE_KEYS = {
-    "configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model", "model_id",
-    "name", "serial_number", "suggested_area", "sw_version", "via_device",
+    "configuration_url",
+    "connections",
+    "hw_version",
+    "identifiers",
+    "manufacturer",
+    "model",
+    "model_id",
+    "name",
+    "serial_number",
+    "suggested_area",
+    "sw_version",
+    "via_device",
 }
 ENV = jinja2.Environment(undefined=jinja2.StrictUndefined)
 ENV.filters["tojson"] = ENV.filters["to_json"] = json.dumps

@@ -52,9 +52,13 @@ def test_edgetpu_without_runtime_says_what_to_install(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.shared
-def test_edgetpu_without_device_says_what_to_check(monkeypatch: pytest.MonkeyPatch, no_device_lib: Path) -> None:
+def test_edgetpu_without_device_says_what_to_check(
+    monkeypatch: pytest.MonkeyPatch, no_device_lib: Path
+) -> None:
     monkeypatch.setenv("EDGEEMO_EDGETPU_LIB", str(no_device_lib))
-    with pytest.raises(AcceleratorUnavailable, match="loaded but no Edge TPU device answered .device 'usb'.*plugged"):
+    with pytest.raises(
+        AcceleratorUnavailable, match=r"loaded but no Edge TPU device answered .device 'usb'.*plugged"
+    ):
         load_model(shared_path(*EDGETPU_FACE), "edgetpu", device="usb")
 
 
@@ -79,9 +83,23 @@ def test_edgetpu_falls_back_to_the_cpu_model(models_dir: Path, caplog: pytest.Lo
 def test_daemon_carries_on_with_cpu_when_edgetpu_missing(models_dir: Path, astronaut_png: Path) -> None:
     """`detect` with the Edge TPU BlazeFace selected: one warning line, then CPU results."""
     r = subprocess.run(
-        [sys.executable, "-m", "edgeemo", "detect", str(astronaut_png), "--json", "--backend", "edgetpu",
-         "--detector-edgetpu", str(shared_path(*EDGETPU_FACE)), "--models-dir", str(models_dir)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "edgeemo",
+            "detect",
+            str(astronaut_png),
+            "--json",
+            "--backend",
+            "edgetpu",
+            "--detector-edgetpu",
+            str(shared_path(*EDGETPU_FACE)),
+            "--models-dir",
+            str(models_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0, r.stderr
     warnings = [line for line in r.stderr.splitlines() if "Edge TPU" in line]
@@ -91,7 +109,11 @@ def test_daemon_carries_on_with_cpu_when_edgetpu_missing(models_dir: Path, astro
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [(b"", "not a TFLite model"), (b"\x18\x00\x00\x00TFL3" + b"\x00" * 40, "TFL"), (b"hello world, no model", "not a TFLite")],
+    [
+        (b"", "not a TFLite model"),
+        (b"\x18\x00\x00\x00TFL3" + b"\x00" * 40, "TFL"),
+        (b"hello world, no model", "not a TFLite"),
+    ],
 )
 def test_truncated_or_wrong_model_files(tmp_path: Path, content: bytes, expected: str) -> None:
     p = tmp_path / "broken.tflite"
@@ -120,7 +142,9 @@ def test_missing_model_and_unknown_backend(tmp_path: Path) -> None:
 def test_run_with_missing_models_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "edgeemo", "run", "--source", "x.mp4", "--models-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == 78
     assert r.stderr.strip().count("\n") == 0 and "edgeemo models fetch" in r.stderr

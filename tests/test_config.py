@@ -81,7 +81,10 @@ def test_run_with_bad_config_stops_before_touching_a_camera(tmp_path: Path) -> N
     p = tmp_path / "bad.yaml"
     p.write_text("cameras: [{name: a, source: /dev/video0, fps: 5}]\n")
     r = subprocess.run(
-        [sys.executable, "-m", "edgeemo", "run", "--config", str(p)], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "edgeemo", "run", "--config", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == EXIT_CONFIG
     assert "cameras[0](a).fps: unknown key" in r.stderr
@@ -108,7 +111,10 @@ def test_redact_url_hides_passwords() -> None:
 def test_mqtt_url_and_camera_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EDGEEMO_MQTT_PASSWORD", raising=False)
     assert parse_mqtt_url("mqtts://bob:pw@broker.lan:8884") == {
-        "host": "broker.lan", "port": 8884, "username": "bob", "tls": {},
+        "host": "broker.lan",
+        "port": 8884,
+        "username": "bob",
+        "tls": {},
     }
     import os
 

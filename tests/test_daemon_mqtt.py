@@ -30,7 +30,9 @@ def prefix_of(rec: Recorder) -> str:
     return topic.rsplit("/", 1)[0]
 
 
-def test_file_clip_publishes_discovery_state_events(recorder: Recorder, broker: int, daemon, clip: Path) -> None:
+def test_file_clip_publishes_discovery_state_events(
+    recorder: Recorder, broker: int, daemon, clip: Path
+) -> None:
     d: DaemonProcess = daemon("--source", str(clip), "--mqtt", f"mqtt://127.0.0.1:{broker}")
     prefix = prefix_of(recorder)
     assert prefix.startswith("edgeemo/")
@@ -68,12 +70,24 @@ def test_file_clip_publishes_discovery_state_events(recorder: Recorder, broker: 
     assert entered["track_id"] == left["track_id"]
     assert 2.0 < left["duration"] < 6.0
     for e in events:
-        assert set(e) >= {"id", "type", "event_type", "track_id", "emotion", "confidence", "scores", "duration", "ts"}
+        assert set(e) >= {
+            "id",
+            "type",
+            "event_type",
+            "track_id",
+            "emotion",
+            "confidence",
+            "scores",
+            "duration",
+            "ts",
+        }
     stats = recorder.json_on("/stats")
     assert stats and stats[-1]["cameras"]["visit"]["frames"] > 10 and stats[-1]["detector_ms"] > 0
 
 
-def test_home_assistant_restart_gets_discovery_again(recorder: Recorder, broker: int, daemon, clip: Path) -> None:
+def test_home_assistant_restart_gets_discovery_again(
+    recorder: Recorder, broker: int, daemon, clip: Path
+) -> None:
     d = daemon("--source", str(clip), "--mqtt", f"mqtt://127.0.0.1:{broker}")
     prefix_of(recorder)
     n = len(recorder.find(lambda t, _p: t.endswith("/config")))
@@ -84,7 +98,9 @@ def test_home_assistant_restart_gets_discovery_again(recorder: Recorder, broker:
     assert d.stop() == 0
 
 
-def test_sigterm_publishes_offline_and_exits_quickly(recorder: Recorder, broker: int, daemon, clip: Path) -> None:
+def test_sigterm_publishes_offline_and_exits_quickly(
+    recorder: Recorder, broker: int, daemon, clip: Path
+) -> None:
     d = daemon("--source", str(clip), "--mqtt", f"mqtt://127.0.0.1:{broker}")
     prefix = prefix_of(recorder)
     time.sleep(1.0)
@@ -119,8 +135,13 @@ def test_broker_credentials(tmp_path: Path, daemon, clip: Path) -> None:
 
         rec = Recorder(port, auth=("edge", "Corr3ct-horse"))
         try:
-            ok = daemon("--source", str(clip), "--mqtt", f"mqtt://edge@127.0.0.1:{port}",
-                        env={"EDGEEMO_MQTT_PASSWORD": "Corr3ct-horse"})
+            ok = daemon(
+                "--source",
+                str(clip),
+                "--mqtt",
+                f"mqtt://edge@127.0.0.1:{port}",
+                env={"EDGEEMO_MQTT_PASSWORD": "Corr3ct-horse"},
+            )
             prefix_of(rec)
             ok.stop()
             assert "Corr3ct-horse" not in ok.log
@@ -133,10 +154,21 @@ def test_broker_credentials(tmp_path: Path, daemon, clip: Path) -> None:
 
 # --- RTSP -------------------------------------------------------------------------------------
 
+
 def start_rtsp(port: int, image: Path, user: str, password: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        ["/usr/bin/python3", str(HERE / "rtsp_server.py"), str(port), str(image), "--user", user, "--password", password],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            "/usr/bin/python3",
+            str(HERE / "rtsp_server.py"),
+            str(port),
+            str(image),
+            "--user",
+            user,
+            "--password",
+            password,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     if not wait_port(port, 10):
         proc.kill()
@@ -146,11 +178,19 @@ def start_rtsp(port: int, image: Path, user: str, password: str) -> subprocess.P
 
 @pytest.fixture
 def rtsp_available() -> None:
-    probe = subprocess.run(
-        ["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
-         "from gi.repository import GstRtspServer"],
-        capture_output=True,
-    ) if Path("/usr/bin/python3").exists() else None
+    probe = (
+        subprocess.run(
+            [
+                "/usr/bin/python3",
+                "-c",
+                "import gi; gi.require_version('GstRtspServer', '1.0'); "
+                "from gi.repository import GstRtspServer",
+            ],
+            capture_output=True,
+        )
+        if Path("/usr/bin/python3").exists()
+        else None
+    )
     if probe is None or probe.returncode != 0:
         pytest.skip("GStreamer's RTSP server (gir1.2-gst-rtsp-server-1.0, python3-gi) is not installed")
 
@@ -165,13 +205,16 @@ def test_rtsp_camera_end_to_end_and_recovery(
     cfg.write_text(
         f"mqtt: {{host: 127.0.0.1, port: {broker}}}\n"
         "cameras:\n"
-        f"  - {{name: porch, source: 'rtsp://viewer:${{PORCH_PW}}@127.0.0.1:{port}/face', offline_after_s: 3}}\n"
+        f"  - name: porch\n    source: 'rtsp://viewer:${{PORCH_PW}}@127.0.0.1:{port}/face'\n"
+        "    offline_after_s: 3\n"
     )
     d = daemon("--config", str(cfg), env={"PORCH_PW": "s3cret-Pw"})
     try:
         prefix = prefix_of(recorder)
         recorder.wait_for(lambda t, p: t == f"{prefix}/porch/status" and p == "online", timeout=30)
-        recorder.wait_for(lambda t, p: t.endswith("/porch/state") and '"dominant_emotion": "happy"' in p, timeout=30)
+        recorder.wait_for(
+            lambda t, p: t.endswith("/porch/state") and '"dominant_emotion": "happy"' in p, timeout=30
+        )
         entered = recorder.wait_for(lambda t, p: t.endswith("/porch/event") and "face_entered" in p)
         assert json.loads(entered[0][1])["emotion"] == "happy"
 
@@ -185,9 +228,12 @@ def test_rtsp_camera_end_to_end_and_recovery(
         n_online = len(recorder.find(lambda t, p: t == f"{prefix}/porch/status" and p == "online"))
         n_entered = len(recorder.find(lambda t, p: t.endswith("/porch/event") and "face_entered" in p))
         server = start_rtsp(port, astronaut_png, "viewer", "s3cret-Pw")  # and comes back
-        recorder.wait_for(lambda t, p: t == f"{prefix}/porch/status" and p == "online", count=n_online + 1, timeout=60)
-        recorder.wait_for(lambda t, p: t.endswith("/porch/event") and "face_entered" in p, count=n_entered + 1,
-                          timeout=30)
+        recorder.wait_for(
+            lambda t, p: t == f"{prefix}/porch/status" and p == "online", count=n_online + 1, timeout=60
+        )
+        recorder.wait_for(
+            lambda t, p: t.endswith("/porch/event") and "face_entered" in p, count=n_entered + 1, timeout=30
+        )
     finally:
         assert d.stop() == 0
         server.kill()
@@ -199,7 +245,9 @@ def test_rtsp_camera_end_to_end_and_recovery(
 
 def test_unreachable_camera_is_retried_not_fatal(recorder: Recorder, broker: int, daemon) -> None:
     port = free_port()  # nothing listens here
-    d = daemon("--source", f"rtsp://admin:topsecret@127.0.0.1:{port}/stream", "--mqtt", f"mqtt://127.0.0.1:{broker}")
+    d = daemon(
+        "--source", f"rtsp://admin:topsecret@127.0.0.1:{port}/stream", "--mqtt", f"mqtt://127.0.0.1:{broker}"
+    )
     prefix = prefix_of(recorder)
     deadline = time.monotonic() + 15
     while d.log.count("retrying in") < 2 and time.monotonic() < deadline:

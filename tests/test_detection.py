@@ -21,7 +21,9 @@ from tests.conftest import shared_path
 
 def detector(models_dir: Path, name: str, **kw: float) -> FaceDetector:
     m = resolve(name, models_dir, "face_detection")
-    return FaceDetector(open_model(m, InferenceConfig(), "test"), m.manifest, DetectorConfig(model=name, **kw))
+    return FaceDetector(
+        open_model(m, InferenceConfig(), "test"), m.manifest, DetectorConfig(model=name, **kw)
+    )
 
 
 def test_anchor_layout_matches_the_models(models_dir: Path) -> None:
@@ -53,8 +55,19 @@ def test_fetched_models_match_their_pinned_checksums(models_dir: Path) -> None:
 
 def test_detect_cli_finds_the_smiling_astronaut(models_dir: Path, astronaut_png: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "edgeemo", "detect", str(astronaut_png), "--json", "--models-dir", str(models_dir)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "edgeemo",
+            "detect",
+            str(astronaut_png),
+            "--json",
+            "--models-dir",
+            str(models_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
@@ -74,7 +87,9 @@ def test_detect_cli_unreadable_image(tmp_path: Path, models_dir: Path) -> None:
     bad.write_bytes(b"not a jpeg")
     r = subprocess.run(
         [sys.executable, "-m", "edgeemo", "detect", str(bad), "--json", "--models-dir", str(models_dir)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 1
     assert "not a readable image" in r.stderr

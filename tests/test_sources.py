@@ -108,8 +108,9 @@ def test_reader_reconnects_with_backoff_and_skips_bad_frames() -> None:
     src = ScriptedSource(2, [good, np.zeros((2, 2), np.uint8), good, "garbage", good])
     statuses: list[bool] = []
     q = FrameQueue(depth=10)
-    r = CameraReader("cam", src, fps=1000, queue=q, on_status=lambda _c, on: statuses.append(on),
-                     backoff=(0.05, 0.2))
+    r = CameraReader(
+        "cam", src, fps=1000, queue=q, on_status=lambda _c, on: statuses.append(on), backoff=(0.05, 0.2)
+    )
     r.start()
     deadline = time.monotonic() + 5
     while src.opens < 4 and time.monotonic() < deadline:
