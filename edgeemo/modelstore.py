@@ -9,7 +9,6 @@ that ships them, checksum-verified, never committed.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -247,7 +246,3 @@ def fetch(models_dir: Path, names: list[str] | None = None, cache_dir: Path | No
             manifest_path.write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
             report.append(f"{m.name}: installed {target} (sha256 ok)")
     return report
-
-
-def manifest_json(m: Manifest) -> str:
-    return json.dumps(m.model_dump(exclude_none=True), indent=2)

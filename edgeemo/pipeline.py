@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -41,7 +40,6 @@ class CameraPipeline(threading.Thread):
         aggregator: CameraAggregator,
         sink: Sink,
         heartbeat_s: float,
-        on_event: Callable[[dict], None] | None = None,
     ) -> None:
         super().__init__(name=f"pipeline-{cam.name}", daemon=True)
         self.cam = cam
@@ -53,7 +51,6 @@ class CameraPipeline(threading.Thread):
         self.aggregator = aggregator
         self.sink = sink
         self.heartbeat_s = heartbeat_s
-        self.on_event = on_event
         self.stop_event = threading.Event()
         self.progress_at = time.monotonic()  # for the watchdog: this loop is alive
         self.frames = 0
@@ -130,8 +127,6 @@ class CameraPipeline(threading.Thread):
                 ev["confidence"],
             )
             self.sink.event(self.cam.name, ev)
-            if self.on_event:
-                self.on_event(ev)
 
     def _publish_state(self, ts: float, force: bool = False) -> None:
         now = time.monotonic()

@@ -23,6 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEEMO_SHARED", ROOT.parent / "shared"))
 
 
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``edgeemo ARGS`` in a fresh process, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeemo", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
 def shared_path(*parts: str) -> Path:
     p = SHARED.joinpath(*parts)
     if not p.exists():

@@ -12,7 +12,7 @@ import pytest
 from edgeemo.config import InferenceConfig
 from edgeemo.inference import AcceleratorUnavailable, ModelError, load_model
 from edgeemo.modelstore import ResolvedModel, open_model, resolve
-from tests.conftest import shared_path
+from tests.conftest import run_cli, shared_path
 
 EDGETPU_FACE = ("models", "edgetpu", "face-detector-quantized_edgetpu.tflite")
 
@@ -82,24 +82,16 @@ def test_edgetpu_falls_back_to_the_cpu_model(models_dir: Path, caplog: pytest.Lo
 @pytest.mark.shared
 def test_daemon_carries_on_with_cpu_when_edgetpu_missing(models_dir: Path, astronaut_png: Path) -> None:
     """`detect` with the Edge TPU BlazeFace selected: one warning line, then CPU results."""
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgeemo",
-            "detect",
-            str(astronaut_png),
-            "--json",
-            "--backend",
-            "edgetpu",
-            "--detector-edgetpu",
-            str(shared_path(*EDGETPU_FACE)),
-            "--models-dir",
-            str(models_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    r = run_cli(
+        "detect",
+        str(astronaut_png),
+        "--json",
+        "--backend",
+        "edgetpu",
+        "--detector-edgetpu",
+        str(shared_path(*EDGETPU_FACE)),
+        "--models-dir",
+        str(models_dir),
     )
     assert r.returncode == 0, r.stderr
     warnings = [line for line in r.stderr.splitlines() if "Edge TPU" in line]
@@ -140,12 +132,7 @@ def test_missing_model_and_unknown_backend(tmp_path: Path) -> None:
 
 
 def test_run_with_missing_models_is_one_line(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "edgeemo", "run", "--source", "x.mp4", "--models-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = run_cli("run", "--source", "x.mp4", "--models-dir", str(tmp_path))
     assert r.returncode == 78
     assert r.stderr.strip().count("\n") == 0 and "edgeemo models fetch" in r.stderr
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,14 @@ import pytest
 from edgeemo import secrets
 from edgeemo.cli import camera_name, parse_mqtt_url
 from edgeemo.config import EXIT_CONFIG, ConfigError, load_config, parse_config, redact_url
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "edgeemo.example.yaml"
 
 
 def check(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeemo", "check-config", str(path)], capture_output=True, text=True
-    )
+    return run_cli("check-config", str(path))
 
 
 def test_example_config_is_valid_and_documents_every_option() -> None:
@@ -80,12 +78,7 @@ def test_non_utf8_and_missing_file(tmp_path: Path) -> None:
 def test_run_with_bad_config_stops_before_touching_a_camera(tmp_path: Path) -> None:
     p = tmp_path / "bad.yaml"
     p.write_text("cameras: [{name: a, source: /dev/video0, fps: 5}]\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "edgeemo", "run", "--config", str(p)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = run_cli("run", "--config", str(p), timeout=30)
     assert r.returncode == EXIT_CONFIG
     assert "cameras[0](a).fps: unknown key" in r.stderr
     assert "V4L2" not in r.stderr  # no camera was opened

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -16,7 +14,7 @@ from edgeemo.classifier import EmotionClassifier, square_crop
 from edgeemo.config import DetectorConfig, InferenceConfig
 from edgeemo.detector import FaceDetector, iou_matrix, ssd_anchors, weighted_nms
 from edgeemo.modelstore import AnchorSpec, catalog, open_model, resolve, sha256_of
-from tests.conftest import shared_path
+from tests.conftest import run_cli, shared_path
 
 
 def detector(models_dir: Path, name: str, **kw: float) -> FaceDetector:
@@ -54,21 +52,7 @@ def test_fetched_models_match_their_pinned_checksums(models_dir: Path) -> None:
 
 
 def test_detect_cli_finds_the_smiling_astronaut(models_dir: Path, astronaut_png: Path) -> None:
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgeemo",
-            "detect",
-            str(astronaut_png),
-            "--json",
-            "--models-dir",
-            str(models_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_cli("detect", str(astronaut_png), "--json", "--models-dir", str(models_dir))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -85,12 +69,7 @@ def test_detect_cli_finds_the_smiling_astronaut(models_dir: Path, astronaut_png:
 def test_detect_cli_unreadable_image(tmp_path: Path, models_dir: Path) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
-    r = subprocess.run(
-        [sys.executable, "-m", "edgeemo", "detect", str(bad), "--json", "--models-dir", str(models_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_cli("detect", str(bad), "--json", "--models-dir", str(models_dir))
     assert r.returncode == 1
     assert "not a readable image" in r.stderr
     assert json.loads(r.stdout)["faces"] == []
