@@ -259,3 +259,84 @@ def test_unreachable_camera_is_retried_not_fatal(recorder: Recorder, broker: int
     assert recorder.find(lambda t, p: t == f"{prefix}/availability" and p == "online")
     assert d.stop() == 0
     assert "topsecret" not in d.log and "Traceback" not in d.log
+
+
+def test_tls_broker(tmp_path: Path, daemon, clip: Path) -> None:
+    """mqtts with a private CA: the daemon verifies the broker's certificate."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    pki = Path(tempfile.mkdtemp(prefix="edgeemo-pki-"))
+    pki.chmod(0o755)  # readable by the mosquitto user
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=edgeemo test CA",
+        "-keyout",
+        str(pki / "ca.key"),
+        "-out",
+        str(pki / "ca.pem"),
+    )
+    ssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(pki / "server.key"),
+        "-out",
+        str(pki / "server.csr"),
+    )
+    (pki / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl(
+        "x509",
+        "-req",
+        "-in",
+        str(pki / "server.csr"),
+        "-CA",
+        str(pki / "ca.pem"),
+        "-CAkey",
+        str(pki / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        str(pki / "ext.cnf"),
+        "-out",
+        str(pki / "server.pem"),
+    )
+    for f in pki.iterdir():
+        f.chmod(0o644)
+    plain, tls = free_port(), free_port()
+    proc = start_broker(
+        plain,
+        f"listener {tls} 127.0.0.1\ncafile {pki / 'ca.pem'}\ncertfile {pki / 'server.pem'}\n"
+        f"keyfile {pki / 'server.key'}\n",
+    )
+    rec = Recorder(plain)
+    try:
+        assert wait_port(tls)
+        cfg = tmp_path / "tls.yaml"
+        cfg.write_text(
+            f"mqtt: {{host: 127.0.0.1, port: {tls}, tls: {{ca_file: {pki / 'ca.pem'}}}}}\n"
+            f"cameras: [{{name: visit, source: {clip}}}]\n"
+        )
+        d = daemon("--config", str(cfg))
+        prefix_of(rec)
+        rec.wait_for(lambda t, p: t.endswith("/visit/event") and "face_entered" in p, timeout=30)
+        assert d.stop() == 0
+    finally:
+        rec.close()
+        proc.terminate()
+        proc.wait(5)
