@@ -88,11 +88,19 @@ class CameraPipeline(threading.Thread):
                 continue
             try:
                 self.process(frame.image, frame.ts)
-            except Exception:  # one bad frame must not kill the camera
+            except Exception as e:  # one bad frame must not kill the camera
                 self.errors += 1
-                log.exception(
-                    "camera %s: frame %d could not be processed (skipped)", self.cam.name, frame.index
-                )
+                if self.errors == 1:  # the first in full; then a count, never a traceback per frame
+                    log.exception(
+                        "camera %s: frame %d could not be processed (skipped)", self.cam.name, frame.index
+                    )
+                elif self.errors % 100 == 0:
+                    log.error(
+                        "camera %s: %d frames could not be processed so far (last: %s)",
+                        self.cam.name,
+                        self.errors,
+                        e,
+                    )
 
     def process(self, image: np.ndarray, ts: float) -> list[dict]:
         t0 = time.perf_counter()
