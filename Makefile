@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed-dev
 DEMO_SECONDS ?= 60
 PYTEST_ARGS ?=
 
-.PHONY: all demo test models lint format system-deps clean
+TRAIN_VENV ?= .venv-train
+TRAIN_STAMP := $(TRAIN_VENV)/.installed-train
+
+.PHONY: all demo test models lint format system-deps clean train test-train
 
 all: test
 
@@ -33,6 +36,19 @@ demo: $(STAMP) models
 ## test: install what the tests need (apt included), then run them
 test: $(STAMP) system-deps models
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(TRAIN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install -q --disable-pip-version-check -e '.[train]'
+	touch $@
+
+## train: reproduce models/edgeemo_fer_int8.tflite from ../shared/data/fer2013 (~80 min on 2 cores)
+train: $(STAMP) $(TRAIN_STAMP)
+	./scripts/train.sh
+
+## test-train: smoke-test the training and export code (needs the train venv, a few minutes)
+test-train: $(STAMP) $(TRAIN_STAMP)
+	TRAIN_PY=$(TRAIN_VENV)/bin/python $(PY) -m pytest tests/test_training.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgeemo tests

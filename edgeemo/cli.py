@@ -1,4 +1,4 @@
-"""Command line: run, check-config, detect, models, demo."""
+"""Command line: run, check-config, detect, eval, models, demo."""
 
 from __future__ import annotations
 
@@ -13,11 +13,19 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from edgeemo import __version__
-from edgeemo.config import EXIT_CONFIG, ConfigError, guess_source_kind, load_yaml, parse_config
+from edgeemo.config import (
+    EXIT_CONFIG,
+    ConfigError,
+    EmotionConfig,
+    guess_source_kind,
+    load_yaml,
+    parse_config,
+)
 from edgeemo.inference import AcceleratorUnavailable, ModelError
 from edgeemo.sources import SourceError
 
 log = logging.getLogger("edgeemo")
+EMOTION_DEFAULT = EmotionConfig().model
 
 
 def setup_logging(level: str) -> None:
@@ -163,10 +171,69 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edgeemo import evaluate as ev
+    from edgeemo.classifier import EmotionClassifier
+    from edgeemo.config import DetectorConfig, EmotionConfig, InferenceConfig
+    from edgeemo.modelstore import default_models_dir, open_model, resolve
+
+    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+    inference = InferenceConfig(backend=args.backend, threads=args.threads)
+    try:
+        images, labels = ev.load_npz(Path(args.data), args.labels)
+        em = resolve(args.model, models_dir, "emotion")
+        classifier = EmotionClassifier(
+            open_model(em, inference, "emotion model"), em.manifest, EmotionConfig().crop_margin
+        )
+        probs = ev.predict(classifier, images)
+        report: dict[str, Any] = ev.scores(labels, probs.argmax(1))
+        report |= {"model": em.manifest.name, "file": str(em.cpu_file), "labels_from": args.labels}
+        report["ms_per_face"] = round(ev.ms_per_face(classifier, images), 3)
+        if args.robustness:
+            report["robustness"] = ev.robustness(classifier, images, labels)
+        if args.photos:
+            from edgeemo.detector import FaceDetector
+
+            dcfg = DetectorConfig(model=args.detector)
+            dm = resolve(dcfg.model, models_dir, "face_detection")
+            detector = FaceDetector(open_model(dm, inference, "detector"), dm.manifest, dcfg)
+            report["photos"] = {"detector": args.detector} | ev.photos_end_to_end(
+                detector.detect, classifier, Path(args.photos)
+            )
+        if args.plot:
+            title = f"{em.manifest.name} on {Path(args.data).name} ({args.labels} labels)"
+            ev.plot_confusion(report["confusion"], Path(args.plot), title)
+    except ev.EvalError as e:
+        print(f"edgeemo: eval: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['model']} on {args.data} ({args.labels} labels), n={report['n']}")
+        print(
+            f"  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  "
+            f"{report['ms_per_face']:.2f} ms per face"
+        )
+        for label, r in report["per_class_recall"].items():
+            print(f"  recall {label:9} {r:.3f}")
+        for name, r in report.get("robustness", {}).items():
+            print(f"  robustness {name:14} accuracy {r['accuracy']:.4f}")
+        if "photos" in report:
+            print(f"  photos: {report['photos']}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from edgeemo.modelstore import catalog, default_models_dir, fetch
 
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+    if args.action == "inspect":
+        from edgeemo.modelcheck import inspect_tflite
+
+        if not args.file:
+            raise ModelError("models inspect: name a .tflite file")
+        print(json.dumps(inspect_tflite(Path(args.file)), indent=2))
+        return 0
     if args.action == "fetch":
         for line in fetch(models_dir, args.only or None, Path(args.cache) if args.cache else None):
             print(line)
@@ -210,14 +277,40 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="one JSON object per image per line")
     d.add_argument("--detector", default="short_range", help="short_range, full_range or a .tflite path")
     d.add_argument("--detector-edgetpu", help="Edge TPU compiled detector (with --backend edgetpu)")
-    d.add_argument("--emotion-model", default="fer_mini_xception")
+    d.add_argument("--emotion-model", default=EMOTION_DEFAULT)
     d.add_argument("--threshold", type=float, help="detector score threshold")
     d.add_argument("--backend", choices=["cpu", "edgetpu"], default="cpu")
     d.add_argument("--models-dir")
     d.set_defaults(func=cmd_detect)
 
+    e = sub.add_parser("eval", help="measure an emotion model on a labelled .npz, as the daemon runs it")
+    e.add_argument("--data", required=True, help=".npz with images (uint8 N×H×W) and labels (FER2013 order)")
+    e.add_argument("--model", default=EMOTION_DEFAULT, help="built-in model name or .tflite path")
+    e.add_argument(
+        "--labels",
+        choices=["fer2013", "ferplus"],
+        default="fer2013",
+        help="score against FER2013 labels or the FER+ majority vote",
+    )
+    e.add_argument("--plot", help="write a labelled confusion-matrix PNG here")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also score under brightness, contrast, blur, JPEG, rotation, occlusion, flip",
+    )
+    e.add_argument("--photos", help="also run detector + model end to end on a folder with labels.csv")
+    e.add_argument("--detector", default="short_range", help="detector for --photos")
+    e.add_argument("--backend", choices=["cpu", "edgetpu"], default="cpu")
+    e.add_argument("--threads", type=int, default=1, help="inference threads (1 = the per-face figure)")
+    e.add_argument("--models-dir")
+    e.set_defaults(func=cmd_eval)
+
     m = sub.add_parser("models", help="install or list model files")
-    m.add_argument("action", choices=["fetch", "list"])
+    m.add_argument("action", choices=["fetch", "list", "inspect"])
+    m.add_argument(
+        "file", nargs="?", help="for inspect: the .tflite to look into (ops, tensor types, Edge TPU)"
+    )
     m.add_argument("--models-dir")
     m.add_argument("--only", action="append", help="fetch only this model (repeatable)")
     m.add_argument("--cache", help="keep downloaded wheels here")

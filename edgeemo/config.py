@@ -81,7 +81,7 @@ class DetectorConfig(_Strict):
 
 
 class EmotionConfig(_Strict):
-    model: str = Field("fer_mini_xception", description="built-in model name or .tflite path")
+    model: str = Field("edgeemo_fer_int8", description="built-in model name or .tflite path")
     edgetpu_model: str | None = None
     crop_margin: float = Field(0.1, ge=0, le=1, description="box margin added around the face")
 

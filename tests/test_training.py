@@ -1,0 +1,73 @@
+"""Smoke test of the training and export code (``make test-train``; needs the train venv).
+
+Trains for one short epoch on a slice of FER2013, exports the full-int8 file and checks it
+through the runtime exactly as the shipped model is checked. Skipped, saying why, where the
+train venv (torch, litert-torch, ai-edge-quantizer: ~2 GB) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, shared_path
+
+from edgeemo.modelcheck import inspect_tflite
+
+TRAIN_PY = Path(os.environ.get("TRAIN_PY", ROOT / ".venv-train" / "bin" / "python"))
+
+
+def _train_python() -> Path:
+    if not TRAIN_PY.exists():
+        pytest.skip(f"needs the train venv ({TRAIN_PY}); `make test-train` creates it")
+    return TRAIN_PY
+
+
+def test_train_then_export_gives_an_integer_only_model(tmp_path: Path) -> None:
+    py = _train_python()
+    data = shared_path("data", "fer2013")
+    out = tmp_path / "run"
+    subprocess.run(
+        [str(py), "-m", "edgeemo.training.train", "--data", str(data), "--out", str(out),
+         "--epochs", "1", "--limit", "1024", "--threads", "1"],
+        cwd=ROOT, check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    curve = json.loads((out / "curve.json").read_text())
+    assert len(curve) == 1 and 0 <= curve[0]["publictest_accuracy"] <= 1
+    models = tmp_path / "models"
+    subprocess.run(
+        [str(py), "-m", "edgeemo.training.export", "--checkpoint", str(out / "model.pt"),
+         "--checkpoint", str(out / "model.pt"), "--data", str(data), "--out-dir", str(models),
+         "--float-out", str(tmp_path / "float.tflite"), "--calibration", "50", "--no-catalog"],
+        cwd=ROOT, check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    info = inspect_tflite(models / "edgeemo_fer_int8.tflite")
+    assert info["float_tensors"] == 0 and info["non_edgetpu_ops"] == []
+    assert inspect_tflite(tmp_path / "float.tflite")["input"]["dtype"] == "float32"
+
+
+def test_augmentation_keeps_shape_and_range() -> None:
+    py = _train_python()
+    code = (
+        "import torch; from edgeemo.training.augment import augment; "
+        "g = torch.Generator().manual_seed(0); x = torch.rand(64, 1, 48, 48); y = augment(x.clone(), g); "
+        "print(tuple(y.shape), float(y.min()) >= 0, float(y.max()) <= 1, float((y - x).abs().mean()) > 0.01)"
+    )
+    r = subprocess.run([str(py), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "(64, 1, 48, 48) True True True"
+
+
+def test_ferplus_targets_mix_votes_and_labels() -> None:
+    from edgeemo.ferdata import ferplus_distribution, ferplus_majority
+
+    votes = np.array(
+        [[0, 10, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0, 10], [5, 0, 0, 5, 0, 0, 0, 0, 0, 0]]
+    )
+    dist, ok = ferplus_distribution(votes)
+    assert ok.tolist() == [True, False, True]
+    assert dist[0, 3] == 1.0 and dist[2, 6] == dist[2, 4] == 0.5  # happiness → happy; neutral/sad split
+    assert ferplus_majority(votes).tolist() == [3, -1, 6]
