@@ -22,6 +22,7 @@ from edgeemo.config import (
     parse_config,
 )
 from edgeemo.inference import AcceleratorUnavailable, ModelError
+from edgeemo.outbox import OutboxError
 from edgeemo.sources import SourceError
 
 log = logging.getLogger("edgeemo")
@@ -337,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as e:
         print(f"edgeemo: model error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    except OutboxError as e:
+        print(f"edgeemo: {e}", file=sys.stderr)
+        return 1
     except SourceError as e:
         print(f"edgeemo: source error: {e}", file=sys.stderr)
         return 1

@@ -138,6 +138,13 @@ class DeviceConfig(_Strict):
     name: str | None = Field(None, description="shown in Home Assistant; default: host name")
 
 
+class OutboxConfig(_Strict):
+    max_events: int = Field(
+        10000, ge=10, description="undelivered events kept on disk; oldest dropped beyond"
+    )
+    max_age_s: float = Field(7 * 86400, gt=0, description="undelivered events older than this are dropped")
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -150,6 +157,7 @@ class Config(_Strict):
     emotion: EmotionConfig = EmotionConfig()
     tracker: TrackerConfig = TrackerConfig()
     aggregator: AggregatorConfig = AggregatorConfig()
+    outbox: OutboxConfig = OutboxConfig()
     cameras: Annotated[list[CameraConfig], Field(min_length=1)]
     models_dir: Path | None = Field(None, description="default: see edgeemo.modelstore")
     state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY or ~/.local/state")

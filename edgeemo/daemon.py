@@ -21,11 +21,14 @@ from edgeemo.modelstore import ResolvedModel, default_models_dir, open_model, re
 from edgeemo.mqtt.discovery import discovery_messages
 from edgeemo.mqtt.publisher import Publisher
 from edgeemo.mqtt.topics import Topics
+from edgeemo.outbox import Outbox
 from edgeemo.pipeline import CameraPipeline
 from edgeemo.sources import CameraReader, FrameQueue, make_source
 from edgeemo.tracker import IoUTracker
 
 log = logging.getLogger(__name__)
+STUCK_AFTER_S = 10  # a camera loop or the publisher silent this long counts as hung
+STATUS_EVERY_S = 5.0
 
 
 def default_state_dir() -> Path:
@@ -81,6 +84,7 @@ class Daemon:
             cfg.mqtt.client_id or f"edgeemo-{self.device_id}",
             secrets.mqtt_password(),
             self._discovery,
+            Outbox(self.state_dir / "outbox.sqlite3", cfg.outbox.max_events, cfg.outbox.max_age_s),
         )
 
     def _discovery(self) -> list[tuple[str, dict]]:
@@ -134,6 +138,9 @@ class Daemon:
             "emotion_ms": round(statistics.median(emo), 2) if emo else None,
             "rss_mb": rss_mb(),
             "mqtt_dropped": self.publisher.dropped,
+            "events_delivered": self.publisher.delivered,
+            "outbox_pending": self.publisher.outbox.count(),
+            "outbox_dropped": self.publisher.outbox.dropped,
             "cameras": {
                 c.cfg.name: {
                     "online": c.reader.online,
@@ -155,9 +162,17 @@ class Daemon:
         mqtt = "mqtt ok" if self.publisher.connected.is_set() else "mqtt down"
         return ", ".join([*parts, mqtt])
 
-    def _alive(self) -> bool:
+    def _stuck(self) -> list[str]:
+        """Loops that have made no progress lately (a hung inference, a deadlock): names."""
         now = time.monotonic()
-        return all(now - c.pipeline.progress_at < 10.0 for c in self.cameras if c.pipeline.is_alive())
+        stuck = [
+            f"camera {c.cfg.name}"
+            for c in self.cameras
+            if c.pipeline.is_alive() and now - c.pipeline.progress_at > STUCK_AFTER_S
+        ]
+        if now - self.publisher.progress_at > STUCK_AFTER_S:
+            stuck.append("MQTT publisher")
+        return stuck
 
     def request_stop(self, *_: object) -> None:
         self.stop_event.set()
@@ -187,11 +202,24 @@ class Daemon:
         notify.notify("READY=1\nSTATUS=" + self._status_line())
         wd = notify.watchdog_interval()
         next_stats = time.monotonic() + min(5.0, self.cfg.mqtt.stats_interval_s)
-        next_wd = time.monotonic()
+        next_wd = next_status = time.monotonic()
+        reported: list[str] = []
         while not self.stop_event.wait(0.5):
             now = time.monotonic()
-            if wd and now >= next_wd and self._alive():
-                notify.notify("WATCHDOG=1\nSTATUS=" + self._status_line())
+            if now >= next_status:
+                notify.notify("STATUS=" + self._status_line())
+                next_status = now + STATUS_EVERY_S
+            if wd and now >= next_wd:
+                stuck = self._stuck()
+                if not stuck:
+                    notify.notify("WATCHDOG=1")
+                elif stuck != reported:
+                    # No ping: systemd's watchdog restarts us, which is the cure for a hung loop.
+                    log.error(
+                        "%s made no progress for %d s; not pinging the watchdog, so systemd restarts edgeemo",
+                        ", ".join(stuck), STUCK_AFTER_S,
+                    )  # fmt: skip
+                reported = stuck
                 next_wd = now + wd
             if now >= next_stats:
                 self.publisher.stats(self.stats())

@@ -67,11 +67,21 @@ class Recorder:
     """Subscribes to everything and keeps (topic, payload, retain) in arrival order."""
 
     def __init__(
-        self, port: int, topics: tuple[str, ...] = ("#",), auth: tuple[str, str] | None = None
+        self,
+        port: int,
+        topics: tuple[str, ...] = ("#",),
+        auth: tuple[str, str] | None = None,
+        persistent: bool = False,
     ) -> None:
+        """``persistent``: a durable session, so the broker queues what arrives while we are away."""
         self.messages: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"recorder-{time.monotonic_ns()}")
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"recorder-{time.monotonic_ns()}",
+            clean_session=not persistent,
+        )
+        self.client.reconnect_delay_set(0.2, 1)
         self.client.on_message = self._on_message
         if auth:
             self.client.username_pw_set(*auth)

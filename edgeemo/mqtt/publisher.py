@@ -1,9 +1,10 @@
 """Non-blocking MQTT publisher on paho-mqtt 2.x.
 
-paho's network thread does the I/O; callers only enqueue. Events go out at QoS 1 and are
-queued by paho while the broker is away (bounded by ``max_queued_messages``); retained
-availability, camera status and states are re-published on every (re)connect, and
-discovery again whenever Home Assistant announces ``online`` on its status topic.
+paho's network thread does the I/O; callers only enqueue. Events go through the durable
+outbox: a delivery thread hands them to paho in ``seq`` order, a bounded window at a time,
+and deletes each from the outbox when its PUBACK arrives; paho itself re-sends what is in
+flight after a reconnect. Retained availability, camera status and states are re-published
+on every (re)connect, and discovery again whenever Home Assistant announces ``online``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import logging
 import ssl
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,8 +24,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeemo.config import MQTTConfig
 from edgeemo.mqtt.topics import Topics
+from edgeemo.outbox import Outbox, OutboxError
 
 log = logging.getLogger(__name__)
+IN_FLIGHT = 50  # events handed to paho and not yet acknowledged; the rest wait on disk
+STALE_S = 60  # while connected, an event unacknowledged this long is sent again
 
 
 class Publisher:
@@ -33,8 +39,21 @@ class Publisher:
         client_id: str,
         password: str | None,
         discovery: Callable[[], list[tuple[str, dict]]],
+        outbox: Outbox,
     ) -> None:
         self.cfg = cfg
+        self.outbox = outbox
+        # Only the delivery thread touches _in_flight; paho's thread only appends acked mids.
+        # (paho calls on_publish holding its own message lock, so taking a lock of ours there
+        # while another thread publishes would deadlock.)
+        self._in_flight: dict[int, tuple[int, float]] = {}  # paho mid → (outbox seq, handed at)
+        self._acked_mids: deque[int] = deque()
+        self._last_handed = 0  # highest seq handed to paho by this process
+        self._wake = threading.Event()
+        self._deliverer = threading.Thread(target=self._deliver_loop, name="mqtt-outbox", daemon=True)
+        self.delivered = 0
+        self.progress_at = 0.0  # monotonic time the delivery loop last went round (watchdog)
+        self._connected_at = 0.0
         self.topics = topics
         self._discovery = discovery
         self._retained: dict[str, str] = {}  # topic → last payload, replayed on reconnect
@@ -66,6 +85,7 @@ class Publisher:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_publish = self._on_publish
         self._client = c
 
     @property
@@ -75,19 +95,32 @@ class Publisher:
     def start(self) -> None:
         self._client.connect_async(self.cfg.host, self.cfg.effective_port, self.cfg.keepalive_s)
         self._client.loop_start()
+        self._deliverer.start()
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Say offline (a clean disconnect never fires the last will), then disconnect."""
+        """Flush what the broker will take quickly, say offline, disconnect. The rest stays on disk."""
+        deadline = time.monotonic() + timeout
+        while self.connected.is_set() and self.outbox.count() and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.05)
         self._stopping = True
+        self._wake.set()
+        if self._deliverer.is_alive():
+            self._deliverer.join(timeout=2.0)
         if self.connected.is_set():
             info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
         self._client.disconnect()
         self._client.loop_stop()
+        self._flush_acks()
+        left = self.outbox.count()
+        if left:
+            log.info("%d undelivered event(s) kept in %s for the next start", left, self.outbox.path)
+        self.outbox.close()
 
     # --- callbacks (paho's thread) ----------------------------------------------------------
 
@@ -107,6 +140,7 @@ class Publisher:
                 log.warning("MQTT broker %s refused the connection: %s", self.where, reason)
             return
         log.info("MQTT connected to %s", self.where)
+        self._connected_at = time.monotonic()
         self._auth_warned = False
         client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
         client.publish(self.topics.availability, "online", qos=1, retain=True)
@@ -119,6 +153,10 @@ class Publisher:
                 "MQTT connection to %s lost (%s); reconnecting, events are queued", self.where, reason
             )
         self.connected.clear()
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _reason: Any, _p: Any) -> None:
+        self._acked_mids.append(mid)
+        self._wake.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":
@@ -134,6 +172,52 @@ class Publisher:
             replay = list(self._retained.items())
         for topic, payload in replay:
             self._client.publish(topic, payload, qos=1, retain=True)
+
+    # --- delivery of the outbox (its own thread) ---------------------------------------------
+
+    def _flush_acks(self) -> None:
+        done = []
+        while self._acked_mids:
+            entry = self._in_flight.pop(self._acked_mids.popleft(), None)
+            if entry is not None:  # acks of retained states and statuses are not ours to count
+                done.append(entry[0])
+        if done:
+            self.outbox.ack(done)
+            self.delivered += len(done)
+
+    def _deliver_loop(self) -> None:
+        while not self._stopping:
+            self.progress_at = time.monotonic()
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                self._flush_acks()
+                if self.connected.is_set():
+                    self._hand_over()
+            except OutboxError as e:
+                log.error("%s", e)
+                time.sleep(5)
+
+    def _hand_over(self) -> None:
+        now = time.monotonic()
+        oldest = min((t for _s, t in self._in_flight.values()), default=now)
+        if now - max(oldest, self._connected_at) > STALE_S:
+            # paho re-sends in-flight messages after a reconnect; if an ack still has not come,
+            # send again from the outbox rather than stall (a consumer may see a duplicate seq).
+            first = min(s for s, _t in self._in_flight.values())
+            log.warning("MQTT: no acknowledgement for event seq %d after %d s; re-sending", first, STALE_S)
+            self._in_flight.clear()
+            self._last_handed = first - 1
+        room = IN_FLIGHT - len(self._in_flight)
+        if room <= 0:
+            return
+        for item in self.outbox.pending(self._last_handed, room):
+            info = self._client.publish(item.topic, item.payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                return  # paho's queue is full: try again on the next round
+            # The PUBACK may already be in _acked_mids; it is matched on the next flush.
+            self._in_flight[info.mid] = (item.seq, now)
+            self._last_handed = item.seq
 
     # --- API for the pipeline (any thread, never blocks) ------------------------------------
 
@@ -152,7 +236,13 @@ class Publisher:
                 )
 
     def event(self, camera: str, event: dict) -> None:
-        self._send(self.topics.event(camera), json.dumps(event), retain=False)
+        """Store durably (assigning ``seq``); the delivery thread sends it."""
+        try:
+            self.outbox.add(self.topics.event(camera), event)
+        except OutboxError as e:
+            log.error("camera %s: event %s not stored: %s", camera, event.get("type"), e)
+            return
+        self._wake.set()
 
     def state(self, camera: str, state: dict) -> None:
         self._send(self.topics.state(camera), json.dumps(state), retain=True)

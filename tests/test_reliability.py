@@ -1,0 +1,182 @@
+"""Nothing lost, nothing stuck: broker outages, daemon restarts, the systemd watchdog."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProcess, Recorder
+
+import edgeemo.daemon
+from edgeemo.config import parse_config
+from edgeemo.daemon import Daemon
+from edgeemo.devtools import free_port, make_demo_clip, mosquitto_path, wait_port
+
+
+@pytest.fixture(scope="module")
+def loop_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 6 s: a face passes through once per loop, so a looping camera yields two events per loop.
+    return make_demo_clip(tmp_path_factory.mktemp("clip") / "loop.mp4", fps=15, seconds=6.0)
+
+
+class Mosquitto:
+    """A real Mosquitto that keeps sessions on disk, so it can be stopped and started again."""
+
+    def __init__(self) -> None:
+        exe = mosquitto_path()
+        if not exe:
+            pytest.skip("mosquitto is not installed (make test installs it with apt)")
+        self.exe, self.port = exe, free_port()
+        # Not under pytest's tmp_path: started as root, mosquitto drops to user mosquitto, who
+        # must reach this folder to write its database.
+        workdir = Path(tempfile.mkdtemp(prefix="edgeemo-mosq-"))
+        self.workdir = workdir
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {workdir}/\n"
+        )
+        workdir.chmod(0o777)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stderr=subprocess.DEVNULL)
+        assert wait_port(self.port), "mosquitto did not start"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _config(path: Path, clip: Path, port: int) -> Path:
+    path.write_text(
+        f"mqtt: {{host: 127.0.0.1, port: {port}, stats_interval_s: 2}}\n"
+        f"cameras:\n  - name: loop\n    source: {clip}\n    loop: true\n"
+    )
+    return path
+
+
+def _events(rec: Recorder) -> list[dict]:
+    return [json.loads(p) for t, p, _ in rec.find(lambda t, _p: t.endswith("/loop/event"))]
+
+
+def _wait(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_broker_outage_and_daemon_restart_lose_no_event(tmp_path: Path, daemon, loop_clip: Path) -> None:
+    broker = Mosquitto()
+    broker.start()
+    rec = Recorder(broker.port, persistent=True)
+    cfg = _config(tmp_path / "edgeemo.yaml", loop_clip, broker.port)
+    try:
+        a: DaemonProcess = daemon("--config", str(cfg))
+        _wait(lambda: len(_events(rec)) >= 2, 40, "the first events")
+
+        broker.stop()  # the broker goes away; the daemon keeps seeing faces
+        down_at = time.time()
+        time.sleep(8)
+        assert a.proc.poll() is None
+        assert a.stop() == 0  # and is restarted while the broker is still down
+        assert "kept in" in a.log and "for the next start" in a.log
+        up_at = time.time()
+
+        broker.start()
+        b = daemon("--config", str(cfg))
+        _wait(lambda: any(e["ts"] > up_at + 3 for e in _events(rec)), 40, "events from the restarted daemon")
+        time.sleep(1)
+        assert b.stop() == 0
+        time.sleep(0.5)
+    finally:
+        rec.close()
+        broker.remove()
+
+    events = _events(rec)
+    seqs = [e["seq"] for e in events]
+    assert sorted(set(seqs)) == list(range(1, max(seqs) + 1)), f"gap in seq: {sorted(seqs)}"
+    during = [e for e in events if down_at <= e["ts"] <= up_at]
+    assert during, "no event from the outage reached the subscriber"
+    dupes = [s for s, n in Counter(seqs).items() if n > 1]
+    assert len(dupes) <= 5, f"too many duplicates: {dupes}"
+    ids = Counter(e["id"] for e in events)
+    assert all(ids[e["id"]] == Counter(seqs)[e["seq"]] for e in events)  # a duplicate is the same event
+    assert "Traceback" not in a.log + b.log
+
+
+def _notifications(sock: socket.socket, seconds: float) -> list[str]:
+    out, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            out.append(sock.recv(4096).decode())
+    return out
+
+
+def test_notify_socket_ready_status_watchdog_and_a_frozen_camera(
+    tmp_path: Path, models_dir: Path, broker: int, loop_clip: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # ping every 0.5 s
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.setattr(edgeemo.daemon, "STUCK_AFTER_S", 2)
+    cfg = parse_config(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": broker},
+            "cameras": [{"name": "loop", "source": str(loop_clip), "loop": True}],
+            "state_dir": str(tmp_path / "state"),
+            "models_dir": str(models_dir),
+        },
+        "test",
+    )
+    d = Daemon(cfg)
+    runner = threading.Thread(target=d.run, kwargs={"install_signals": False})
+    gate = threading.Event()  # to freeze the camera loop inside inference, as a hung model would
+    runner.start()
+    try:
+        first = _notifications(sock, 3.0)
+        assert first[0].startswith("READY=1"), first
+        assert any(m.startswith("STATUS=") and "loop" in m and "fps" in m for m in first), first
+        assert first.count("WATCHDOG=1") >= 3
+
+        pipeline = d.cameras[0].pipeline
+        detect = pipeline.detector.detect
+        monkeypatch.setattr(pipeline.detector, "detect", lambda img: (gate.wait(), detect(img))[1])
+        _notifications(sock, 3.0)  # the loop is now stuck; give it STUCK_AFTER_S to count as hung
+        frozen = _notifications(sock, 2.0)
+        assert "WATCHDOG=1" not in frozen, frozen
+        assert any(
+            "camera loop made no progress for 2 s; not pinging the watchdog" in r.getMessage()
+            for r in caplog.records
+        )
+
+        gate.set()  # it recovers: pings resume
+        assert "WATCHDOG=1" in _notifications(sock, 2.0)
+    finally:
+        gate.set()
+        d.request_stop()
+        runner.join(15)
+    assert not runner.is_alive()
+    assert "STOPPING=1" in _notifications(sock, 0.5)
