@@ -237,11 +237,10 @@ def format_validation_error(err: ValidationError, data: Any, origin: str) -> str
             lines.append(f"{origin}: {path}: required key is missing")
         else:
             value = e.get("input")
-            shown = (
-                ""
-                if isinstance(value, dict | list) or value is None
-                else f" (got {redact_url(str(value))!r})"
-            )
+            text = redact_url(str(value))
+            if len(text) > 60:  # a pasted blob must not drown the message
+                text = f"{text[:60]}… ({len(text)} characters)"
+            shown = "" if isinstance(value, dict | list) or value is None else f" (got {text!r})"
             lines.append(f"{origin}: {path}: {msg}{shown}")
     return "\n".join(lines)
 

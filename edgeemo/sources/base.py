@@ -166,9 +166,11 @@ class CameraReader(threading.Thread):
             problem = frame_problem(img)
             if problem:
                 self.bad_frames += 1
-                log.warning(
-                    "camera %s: skipped a bad frame: %s (%d so far)", self.camera, problem, self.bad_frames
-                )
+                if self.bad_frames == 1 or self.bad_frames % 1000 == 0:  # a broken stream must not flood
+                    log.warning(
+                        "camera %s: skipped a bad frame: %s (%d so far; counted in stats)",
+                        self.camera, problem, self.bad_frames,
+                    )  # fmt: skip
                 continue
             self.frames_read += 1
             self.last_frame_at = now
