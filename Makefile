@@ -9,7 +9,9 @@ PYTEST_ARGS ?=
 TRAIN_VENV ?= .venv-train
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-train
 
-.PHONY: all demo test models lint format system-deps clean train test-train
+SOAK_MINUTES ?= 10
+
+.PHONY: all demo test models lint format system-deps clean train test-train soak
 
 all: test
 
@@ -50,13 +52,17 @@ train: $(STAMP) $(TRAIN_STAMP)
 test-train: $(STAMP) $(TRAIN_STAMP)
 	TRAIN_PY=$(TRAIN_VENV)/bin/python $(PY) -m pytest tests/test_training.py $(PYTEST_ARGS)
 
+## soak: the daemon on two looping clips for SOAK_MINUTES; RSS at start and end, seq gaps
+soak: $(STAMP) system-deps models
+	$(PY) scripts/soak.py --minutes $(SOAK_MINUTES)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edgeemo tests
-	$(VENV)/bin/ruff format --check edgeemo tests
+	$(VENV)/bin/ruff check edgeemo tests scripts
+	$(VENV)/bin/ruff format --check edgeemo tests scripts
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format edgeemo tests
-	$(VENV)/bin/ruff check --fix edgeemo tests
+	$(VENV)/bin/ruff format edgeemo tests scripts
+	$(VENV)/bin/ruff check --fix edgeemo tests scripts
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
