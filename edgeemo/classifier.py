@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgeemo.inference import TFLiteModel
+from edgeemo.inference import ModelError, TFLiteModel
 from edgeemo.modelstore import Manifest
 
 
@@ -28,11 +28,12 @@ def square_crop(frame: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray
 class EmotionClassifier:
     def __init__(self, model: TFLiteModel, manifest: Manifest, margin: float = 0.1) -> None:
         if not manifest.labels:
-            raise ValueError(f"manifest {manifest.name!r} names no labels")
+            raise ModelError(f"manifest {manifest.name!r} names no labels")
         n_out = model.outputs[0].shape[-1]
         if n_out != len(manifest.labels):
-            raise ValueError(
-                f"{model.path.name} has {n_out} outputs but its manifest lists {len(manifest.labels)} labels"
+            raise ModelError(
+                f"{model.path.name} has {n_out} outputs but its manifest lists {len(manifest.labels)} labels: "
+                "the manifest does not describe this model (is it an emotion model?)"
             )
         self.model = model
         self.manifest = manifest

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from edgeemo.config import DetectorConfig
-from edgeemo.inference import TFLiteModel
+from edgeemo.inference import ModelError, TFLiteModel
 from edgeemo.modelstore import AnchorSpec, Manifest
 
 
@@ -95,7 +95,7 @@ def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, f
 class FaceDetector:
     def __init__(self, model: TFLiteModel, manifest: Manifest, cfg: DetectorConfig) -> None:
         if manifest.anchors is None:
-            raise ValueError(f"manifest {manifest.name!r} has no anchors section")
+            raise ModelError(f"manifest {manifest.name!r} has no anchors section")
         self.model = model
         self.manifest = manifest
         self.cfg = cfg
@@ -103,7 +103,7 @@ class FaceDetector:
         self.anchors = ssd_anchors(spec.width, spec.height, manifest.anchors)
         n_out = model.outputs[0].shape[1]
         if n_out != len(self.anchors):
-            raise ValueError(
+            raise ModelError(
                 f"{model.path.name}: {n_out} boxes but {len(self.anchors)} anchors from the manifest; "
                 "the manifest does not match the model"
             )

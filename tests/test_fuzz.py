@@ -8,8 +8,10 @@ a traceback loop or a hang. Seeded, so a failure reproduces.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
+import shutil
 import socket
 import threading
 import time
@@ -18,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, Recorder
+from conftest import ROOT, Recorder, run_cli
 
 from edgeemo.aggregator import CameraAggregator
 from edgeemo.classifier import EmotionClassifier
 from edgeemo.config import CameraConfig, Config, ConfigError, load_config
 from edgeemo.detector import FaceDetector
 from edgeemo.devtools import free_port, make_demo_clip
-from edgeemo.modelstore import open_model, resolve
+from edgeemo.modelstore import catalog, open_model, resolve
 from edgeemo.pipeline import CameraPipeline, Sink
 from edgeemo.sources import FrameQueue
 from edgeemo.sources.base import frame_problem
@@ -235,3 +237,24 @@ def test_garbage_and_stalled_rtsp_cameras_do_not_stall_a_good_one(
     for name in ("garbage", "stall"):
         lines = [line for line in log.splitlines() if f"camera {name}:" in line]
         assert 1 <= len(lines) <= 12, lines  # a few retry lines with backoff, not a flood
+
+
+def test_wrong_shape_model_stops_before_any_camera_with_one_line(tmp_path: Path, models_dir: Path) -> None:
+    """A real model of the wrong kind behind a plausible manifest: exit 78, no traceback."""
+    shutil.copy(models_dir / "face_detection_short_range.tflite", tmp_path / "emo.tflite")
+    manifest = catalog()["edgeemo_fer_int8"].model_dump(exclude_none=True) | {"file": "emo.tflite"}
+    manifest.pop("sha256")
+    (tmp_path / "emo.json").write_text(json.dumps(manifest))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"cameras: [{{name: a, source: 'rtsp://127.0.0.1:{free_port()}/never-opened'}}]\n"
+        f"emotion: {{model: {tmp_path / 'emo.tflite'}}}\nstate_dir: {tmp_path / 'state'}\n"
+    )
+    r = run_cli("run", "--config", str(cfg), "--models-dir", str(models_dir))
+    assert r.returncode == 78, r.stderr
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("edgeemo:")]
+    assert errors == [
+        "edgeemo: model error: emo.tflite has 16 outputs but its manifest lists 7 labels: "
+        "the manifest does not describe this model (is it an emotion model?)"
+    ]
