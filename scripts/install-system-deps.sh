@@ -8,7 +8,7 @@ pkgs=(mosquitto mosquitto-clients)
 if [ "$profile" = test ]; then
   pkgs+=(ffmpeg gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-         gstreamer1.0-libav python3-gi gcc)
+         gstreamer1.0-libav python3-gi gcc systemd)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
