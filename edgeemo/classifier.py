@@ -32,8 +32,8 @@ class EmotionClassifier:
         n_out = model.outputs[0].shape[-1]
         if n_out != len(manifest.labels):
             raise ModelError(
-                f"{model.path.name} has {n_out} outputs but its manifest lists {len(manifest.labels)} labels: "
-                "the manifest does not describe this model (is it an emotion model?)"
+                f"{model.path.name} has {n_out} outputs but its manifest lists {len(manifest.labels)} "
+                "labels: the manifest does not describe this model (is it an emotion model?)"
             )
         self.model = model
         self.manifest = manifest

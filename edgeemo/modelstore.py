@@ -250,6 +250,7 @@ def _install_own(m: Manifest, models_dir: Path) -> str:
         raise ModelError(
             f"{m.name}: {origin} does not match the catalog's sha256; re-run `make train` or restore the file"
         )
+    target.with_suffix(".json").write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
     if target.resolve() != origin.resolve():
         shutil.copyfile(origin, target)
         return f"{m.name}: installed {target} from {origin} (sha256 ok)"
