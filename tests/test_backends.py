@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from edgeemo.config import InferenceConfig
 from edgeemo.inference import AcceleratorUnavailable, ModelError, load_model
 from edgeemo.modelstore import ResolvedModel, open_model, resolve
-from tests.conftest import run_cli, shared_path
+from tests.conftest import fresh_python, run_cli, shared_path
 
 EDGETPU_FACE = ("models", "edgetpu", "face-detector-quantized_edgetpu.tflite")
 
@@ -142,5 +141,4 @@ def test_cpu_backend_does_not_import_the_edgetpu_module() -> None:
         "import sys; from edgeemo.inference import load_model; from pathlib import Path; "
         "print('edgeemo.inference.edgetpu' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+    assert fresh_python(code) == "False"

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli, shared_path
+from conftest import fresh_python, run_cli, shared_path
 
 from edgeemo.config import EmotionConfig, InferenceConfig
 from edgeemo.inference import AcceleratorUnavailable
@@ -129,5 +127,4 @@ def test_the_daemon_never_imports_a_training_framework() -> None:
         "import sys, edgeemo.cli, edgeemo.daemon, edgeemo.evaluate, edgeemo.modelcheck; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'litert_torch', 'jax')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert fresh_python(code) == "[]"
