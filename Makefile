@@ -36,7 +36,7 @@ demo: $(STAMP) models
 	$(VENV)/bin/edgeemo demo --seconds $(DEMO_SECONDS)
 
 ## test: install what the tests need (apt included), then run them
-test: $(STAMP) system-deps models
+test: system-deps $(STAMP) models
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(TRAIN_STAMP): pyproject.toml

@@ -4,11 +4,12 @@
 # Idempotent and quick when everything is present. Usage: install-system-deps.sh [test|demo]
 set -euo pipefail
 profile=${1:-test}
-pkgs=(mosquitto mosquitto-clients)
+# libsystemd-dev, pkg-config and gcc: systemd-python (sd_notify) builds from source in the venv.
+pkgs=(mosquitto mosquitto-clients libsystemd-dev pkg-config gcc)
 if [ "$profile" = test ]; then
   pkgs+=(ffmpeg gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-         gstreamer1.0-libav python3-gi gcc systemd)
+         gstreamer1.0-libav python3-gi systemd)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 from conftest import DaemonProcess, Recorder
 
 import edgeemo.daemon
+from edgeemo import notify
 from edgeemo.config import parse_config
 from edgeemo.daemon import Daemon
 from edgeemo.devtools import free_port, make_demo_clip, mosquitto_path, wait_port
@@ -180,3 +182,17 @@ def test_notify_socket_ready_status_watchdog_and_a_frozen_camera(
         runner.join(15)
     assert not runner.is_alive()
     assert "STOPPING=1" in _notifications(sock, 0.5)
+
+
+def test_notify_without_systemd_python_sends_the_datagram_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "n.sock"))
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "n.sock"))
+    monkeypatch.setitem(sys.modules, "systemd", None)  # as if systemd-python were not installed
+    assert notify.notify("READY=1\nSTATUS=test")
+    assert sock.recv(100) == b"READY=1\nSTATUS=test"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not notify.notify("WATCHDOG=1")  # not under systemd: a no-op
