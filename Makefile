@@ -11,7 +11,7 @@ TRAIN_STAMP := $(TRAIN_VENV)/.installed-train
 
 SOAK_MINUTES ?= 10
 
-.PHONY: all demo test models lint format system-deps clean train test-train soak
+.PHONY: all demo test models lint format system-deps clean train test-train soak bench
 
 all: test
 
@@ -41,7 +41,7 @@ test: system-deps $(STAMP) models
 
 $(TRAIN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TRAIN_VENV)
-	$(TRAIN_VENV)/bin/pip install -q --disable-pip-version-check -e '.[train]'
+	$(TRAIN_VENV)/bin/pip install -q --disable-pip-version-check -e '.[train,bench]'
 	touch $@
 
 ## train: reproduce models/edgeemo_fer_int8.tflite from ../shared/data/fer2013 (~80 min on 2 cores)
@@ -51,6 +51,10 @@ train: $(STAMP) $(TRAIN_STAMP)
 ## test-train: smoke-test the training and export code (needs the train venv, a few minutes)
 test-train: $(STAMP) $(TRAIN_STAMP)
 	TRAIN_PY=$(TRAIN_VENV)/bin/python $(PY) -m pytest tests/test_training.py $(PYTEST_ARGS)
+
+## bench: edgeemo against fer-style and ResNet-18 pipelines on one clip (JSON; torch from the train venv)
+bench: $(STAMP) $(TRAIN_STAMP) models
+	$(TRAIN_VENV)/bin/edgeemo bench --json
 
 ## soak: the daemon on two looping clips for SOAK_MINUTES; RSS at start and end, seq gaps
 soak: $(STAMP) system-deps models

