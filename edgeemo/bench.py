@@ -36,6 +36,7 @@ from edgeemo.detector import FaceDetector, iou_matrix
 from edgeemo.devtools import astronaut_bgr
 from edgeemo.inference import load_model
 from edgeemo.modelstore import open_model, resolve
+from edgeemo.motion import MotionGate
 from edgeemo.pipeline import CameraPipeline, Sink
 from edgeemo.tracker import IoUTracker
 
@@ -187,7 +188,7 @@ def run_edgeemo(
         FaceDetector(open_model(dm, inf, "bench"), dm.manifest, cfg.detector),
         EmotionClassifier(open_model(em, inf, "bench"), em.manifest, cfg.emotion.crop_margin),
         IoUTracker(cfg.tracker), CameraAggregator("bench", em.manifest.labels or [], cfg.aggregator),
-        NullSink(), 60.0,
+        NullSink(), 60.0, MotionGate(cfg.motion) if cfg.motion.enabled else None,
     )  # fmt: skip
     # Time the stages from outside, around the daemon's own objects.
     current: dict = {}
@@ -215,6 +216,8 @@ def run_edgeemo(
         t = time.perf_counter()
         pipe.process(img, i / 15.0)
         total = (time.perf_counter() - t) * 1000
+        if "detect" not in current:  # the motion gate skipped this frame
+            return np.zeros((0, 4), np.float32), {"motion_gate_skip": total}
         stages = {k: v for k, v in current.items() if k != "boxes"}
         stages["track_aggregate_other"] = max(
             0.0, total - stages["detect"] - stages.get("classify", 0) * len(current["boxes"])

@@ -138,6 +138,13 @@ class DeviceConfig(_Strict):
     name: str | None = Field(None, description="shown in Home Assistant; default: host name")
 
 
+class MotionConfig(_Strict):
+    enabled: bool = Field(True, description="skip detection while no face is tracked and nothing moves")
+    threshold: int = Field(12, ge=1, le=255, description="grey levels a thumbnail pixel must change by")
+    min_area: float = Field(0.002, ge=0, le=1, description="share of thumbnail pixels that must change")
+    max_skip_s: float = Field(2.0, gt=0, description="analyse at least this often even when still")
+
+
 class OutboxConfig(_Strict):
     max_events: int = Field(
         10000, ge=10, description="undelivered events kept on disk; oldest dropped beyond"
@@ -158,6 +165,7 @@ class Config(_Strict):
     tracker: TrackerConfig = TrackerConfig()
     aggregator: AggregatorConfig = AggregatorConfig()
     outbox: OutboxConfig = OutboxConfig()
+    motion: MotionConfig = MotionConfig()
     cameras: Annotated[list[CameraConfig], Field(min_length=1)]
     models_dir: Path | None = Field(None, description="default: see edgeemo.modelstore")
     state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY or ~/.local/state")

@@ -18,6 +18,7 @@ from edgeemo.config import CameraConfig, Config
 from edgeemo.detector import FaceDetector
 from edgeemo.identity import device_id, device_name
 from edgeemo.modelstore import ResolvedModel, default_models_dir, open_model, resolve
+from edgeemo.motion import MotionGate
 from edgeemo.mqtt.discovery import discovery_messages
 from edgeemo.mqtt.publisher import Publisher
 from edgeemo.mqtt.topics import Topics
@@ -125,6 +126,7 @@ class Daemon:
             CameraAggregator(cam.name, self.labels, self.cfg.aggregator),
             self.publisher,
             self.cfg.mqtt.state_heartbeat_s,
+            MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None,
         )
         return Camera(cam, reader, pipeline)
 
@@ -149,6 +151,7 @@ class Daemon:
                     "dropped_frames": c.reader.queue.dropped,
                     "bad_frames": c.reader.bad_frames,
                     "errors": c.pipeline.errors,
+                    "motion_skipped": c.pipeline.gate.skipped if c.pipeline.gate else 0,
                 }
                 for c in self.cameras
             },

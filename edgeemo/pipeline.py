@@ -14,6 +14,7 @@ from edgeemo.aggregator import CameraAggregator, Observation
 from edgeemo.classifier import EmotionClassifier
 from edgeemo.config import CameraConfig
 from edgeemo.detector import FaceDetector
+from edgeemo.motion import MotionGate
 from edgeemo.sources import CameraReader, FrameQueue
 from edgeemo.tracker import IoUTracker
 
@@ -40,6 +41,7 @@ class CameraPipeline(threading.Thread):
         aggregator: CameraAggregator,
         sink: Sink,
         heartbeat_s: float,
+        gate: MotionGate | None = None,
     ) -> None:
         super().__init__(name=f"pipeline-{cam.name}", daemon=True)
         self.cam = cam
@@ -50,6 +52,7 @@ class CameraPipeline(threading.Thread):
         self.tracker = tracker
         self.aggregator = aggregator
         self.sink = sink
+        self.gate = gate
         self.heartbeat_s = heartbeat_s
         self.stop_event = threading.Event()
         self.progress_at = time.monotonic()  # for the watchdog: this loop is alive
@@ -108,6 +111,14 @@ class CameraPipeline(threading.Thread):
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         elif image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        if self.gate is not None and not self.tracker.tracks and self.gate.static(image, ts):
+            # Nobody in view and nothing moved: no face can have appeared.
+            events = self.aggregator.update(ts, [], [])
+            self._emit(events)
+            self._publish_state(ts)
+            self.frames += 1
+            self._times.append(time.monotonic())
+            return events
         dets = self.detector.detect(image)
         t1 = time.perf_counter()
         matched, ended = self.tracker.update(ts, dets)
