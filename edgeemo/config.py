@@ -99,6 +99,9 @@ class TrackerConfig(_Strict):
     iou_threshold: float = Field(0.3, gt=0, lt=1)
     min_hits: int = Field(2, ge=1, description="detections before a face counts as entered")
     max_age_s: float = Field(2.0, gt=0, description="unseen this long, a face has left")
+    steady_every: int = Field(
+        2, ge=1, le=10, description="while every tracked face is confirmed and still, analyse every Nth frame"
+    )
 
 
 class AggregatorConfig(_Strict):

@@ -151,7 +151,7 @@ class Daemon:
                     "dropped_frames": c.reader.queue.dropped,
                     "bad_frames": c.reader.bad_frames,
                     "errors": c.pipeline.errors,
-                    "motion_skipped": c.pipeline.gate.skipped if c.pipeline.gate else 0,
+                    "skipped_frames": c.pipeline.skipped,
                 }
                 for c in self.cameras
             },

@@ -53,6 +53,8 @@ class CameraPipeline(threading.Thread):
         self.aggregator = aggregator
         self.sink = sink
         self.gate = gate
+        self.skipped = 0  # frames not analysed (motion gate or steady faces)
+        self._since_analysis = 0
         self.heartbeat_s = heartbeat_s
         self.stop_event = threading.Event()
         self.progress_at = time.monotonic()  # for the watchdog: this loop is alive
@@ -111,14 +113,19 @@ class CameraPipeline(threading.Thread):
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         elif image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-        if self.gate is not None and not self.tracker.tracks and self.gate.static(image, ts):
-            # Nobody in view and nothing moved: no face can have appeared.
+        steady_skip = self._since_analysis + 1 < self.tracker.cfg.steady_every and self.tracker.all_steady()
+        if steady_skip or (self.gate is not None and not self.tracker.tracks and self.gate.static(image, ts)):
+            # Either nobody is in view and nothing moved (no face can have appeared), or every
+            # face is known and still (the last analysis stands for this frame too).
+            self._since_analysis += 1
+            self.skipped += 1
             events = self.aggregator.update(ts, [], [])
             self._emit(events)
             self._publish_state(ts)
             self.frames += 1
             self._times.append(time.monotonic())
             return events
+        self._since_analysis = 0
         dets = self.detector.detect(image)
         t1 = time.perf_counter()
         matched, ended = self.tracker.update(ts, dets)

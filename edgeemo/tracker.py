@@ -18,6 +18,10 @@ class Track:
     last_seen: float
     hits: int = 1
     confirmed: bool = False
+    steady: bool = False  # moved little since its previous detection
+
+
+STEADY_IOU = 0.7  # a face whose box overlaps its previous one this much has hardly moved
 
 
 class IoUTracker:
@@ -40,6 +44,7 @@ class IoUTracker:
                 if di not in free or any(m[0] is t for m in matched):
                     continue
                 free.discard(di)
+                t.steady = bool(ious[ti, di] >= STEADY_IOU)
                 t.box, t.last_seen, t.hits = dets[di].box, ts, t.hits + 1
                 t.confirmed = t.confirmed or t.hits >= self.cfg.min_hits
                 matched.append((t, int(di)))
@@ -56,6 +61,10 @@ class IoUTracker:
         ]
         self.tracks = [t for t in self.tracks if t not in ended]
         return matched, ended
+
+    def all_steady(self) -> bool:
+        """Faces in view, every one confirmed and still: the picture is not about to change much."""
+        return bool(self.tracks) and all(t.confirmed and t.steady for t in self.tracks)
 
     def end_all(self) -> list[Track]:
         ended, self.tracks = self.tracks, []

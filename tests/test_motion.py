@@ -52,8 +52,11 @@ class ListSink(Sink):
         pass
 
 
-def _events(models_dir: Path, gate: MotionGate | None) -> list[tuple]:
-    cfg = Config.model_validate({"cameras": [{"name": "c", "source": "x"}]})
+def _events(models_dir: Path, gate: MotionGate | None, steady_every: int = 1) -> tuple[list[tuple], int]:
+    """(event_type, track, emotion, ts) for the demo clip at 5 fps, and the frames not analysed."""
+    cfg = Config.model_validate(
+        {"cameras": [{"name": "c", "source": "x"}], "tracker": {"steady_every": steady_every}}
+    )
     dm = resolve(cfg.detector.model, models_dir, "face_detection")
     em = resolve(cfg.emotion.model, models_dir, "emotion")
     sink = ListSink()
@@ -66,11 +69,22 @@ def _events(models_dir: Path, gate: MotionGate | None) -> list[tuple]:
     )  # fmt: skip
     for i, frame in enumerate(demo_frames(fps=5, seconds=16.0)):
         pipe.process(frame, 1000.0 + i / 5)
-    return [(e["event_type"], e["track_id"], e["emotion"], round(e["ts"], 1)) for e in sink.events]
+    return [
+        (e["event_type"], e["track_id"], e["emotion"], round(e["ts"], 1)) for e in sink.events
+    ], pipe.skipped
 
 
 def test_events_are_the_same_with_and_without_the_gate(models_dir: Path) -> None:
     gate = MotionGate(MotionConfig())
-    with_gate, without = _events(models_dir, gate), _events(models_dir, None)
+    (with_gate, _), (without, _) = _events(models_dir, gate), _events(models_dir, None)
     assert with_gate == without and [e[0] for e in without] == ["face_entered", "face_left"]
     assert gate.skipped >= 10  # the empty room before and after the visit was not analysed
+
+
+def test_still_faces_analysed_every_other_frame_give_the_same_events(models_dir: Path) -> None:
+    every, skipped = _events(models_dir, None, steady_every=1)
+    assert skipped == 0
+    other, skipped = _events(models_dir, None, steady_every=2)
+    assert skipped >= 15  # about half the frames with the face in view
+    assert [e[:3] for e in other] == [e[:3] for e in every]
+    assert all(abs(a[3] - b[3]) <= 0.2 for a, b in zip(other, every, strict=True))  # within one frame
