@@ -32,9 +32,11 @@ for i in "${!pids[@]}"; do
     wait "${pids[$i]}" || { echo "train: a training run failed; see $OUT/m*.log" >&2; exit 1; }
 done
 
-"$PY" -m edgeemo.training.export "${checkpoints[@]}" --data "$DATA" --out-dir models
+"$PY" -m edgeemo.training.export "${checkpoints[@]}" --data "$DATA" --out-dir models \
+    --float-out "$OUT/edgeemo_fer_int8_float.tflite"
 "$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --json >"$OUT/eval_fer2013.json"
 "$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --labels ferplus \
     --json >"$OUT/eval_ferplus.json"
+"$EDGEEMO" eval --data "$DATA/publictest.npz" --model "$OUT/edgeemo_fer_int8_float.tflite" --json >"$OUT/eval_float.json"
 "$PY" -m edgeemo.training.export --record "$OUT/eval_fer2013.json" "$OUT/eval_ferplus.json"
 echo "train: done; models/edgeemo_fer_int8.tflite and edgeemo/catalog/edgeemo_fer_int8.json updated"

@@ -77,11 +77,10 @@ def to_int8_tflite(float_file: Path, calibration: np.ndarray, out: Path) -> None
 CATALOG = Path(__file__).resolve().parents[1] / "catalog" / f"{MODEL_NAME}.json"
 
 
-def write_catalog(model_file: Path, metrics: dict[str, float | str]) -> None:
-    """The catalog entry the daemon resolves ``edgeemo_fer_int8`` with (sha256 pins the file)."""
+def manifest(model_file: Path, metrics: dict[str, float | str]) -> dict:
     from edgeemo.modelstore import sha256_of
 
-    entry = {
+    return {
         "name": MODEL_NAME,
         "task": "emotion",
         "file": model_file.name,
@@ -100,18 +99,28 @@ def write_catalog(model_file: Path, metrics: dict[str, float | str]) -> None:
         "output": "probabilities",
         "metrics": metrics,
     }
-    CATALOG.write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
+
+
+def write_catalog(model_file: Path, metrics: dict[str, float | str]) -> None:
+    """The catalog entry the daemon resolves ``edgeemo_fer_int8`` with (sha256 pins the file)."""
+    CATALOG.write_text(json.dumps(manifest(model_file, metrics), indent=2) + "\n", encoding="utf-8")
 
 
 def record_metrics(fer2013: Path, ferplus: Path) -> None:
     """Copy the headline figures of two `edgeemo eval --json` reports into the catalog entry."""
     entry = json.loads(CATALOG.read_text(encoding="utf-8"))
     a, b = json.loads(fer2013.read_text()), json.loads(ferplus.read_text())
+    float_report = fer2013.with_name("eval_float.json")
     entry["metrics"] = {
         "fer2013_publictest_accuracy": a["accuracy"],
         "fer2013_publictest_macro_f1": a["macro_f1"],
         "ferplus_majority_publictest_accuracy": b["accuracy"],
         "ms_per_face_1_thread": a["ms_per_face"],
+        **(
+            {"float_reference_fer2013_accuracy": json.loads(float_report.read_text())["accuracy"]}
+            if float_report.is_file()
+            else {}
+        ),
         "note": "measured by `edgeemo eval` at export time (scripts/train.sh)",
     }
     CATALOG.write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
@@ -145,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     model = load_trained(a.checkpoint)
     a.float_out.parent.mkdir(parents=True, exist_ok=True)
     to_float_tflite(model, a.float_out)
+    # A manifest beside the float reference, so `edgeemo eval --model <it>` measures it too.
+    float_manifest = manifest(a.float_out, {}) | {
+        "name": f"{MODEL_NAME}_float",
+        "description": "float reference",
+    }
+    a.float_out.with_suffix(".json").write_text(json.dumps(float_manifest, indent=2) + "\n")
     with np.load(a.data / "train.npz") as d:
         images = d["images"]
     pick = np.random.default_rng(a.seed).choice(len(images), a.calibration, replace=False)
