@@ -22,10 +22,12 @@ export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 MALLO
 
 pids=() checkpoints=()
 for seed in $SEEDS; do
+    checkpoints+=(--checkpoint "$OUT/m$seed/model.pt")
+    # EXPORT_ONLY=1: re-export and re-measure the checkpoints already in $OUT.
+    [[ "${EXPORT_ONLY:-0}" == 1 ]] && continue
     "$PY" -m edgeemo.training.train --data "$DATA" --seed "$seed" --threads 1 --epochs "$EPOCHS" \
         --out "$OUT/m$seed" >"$OUT/m$seed.log" 2>&1 &
     pids+=($!)
-    checkpoints+=(--checkpoint "$OUT/m$seed/model.pt")
     echo "train: seed $seed running (log: $OUT/m$seed.log)"
 done
 for i in "${!pids[@]}"; do
