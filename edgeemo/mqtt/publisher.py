@@ -150,7 +150,7 @@ class Publisher:
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if self.connected.is_set() and not self._stopping:
             log.warning(
-                "MQTT connection to %s lost (%s); reconnecting, events are queued", self.where, reason
+                "MQTT connection to %s lost (%s); reconnecting, events wait in the outbox", self.where, reason
             )
         self.connected.clear()
 
