@@ -196,7 +196,8 @@ class Daemon:
         self.publisher.start()
         if not self.publisher.wait_connected(5.0):
             log.warning(
-                "MQTT broker %s not reachable yet; running anyway, events are queued", self.publisher.where
+                "MQTT broker %s not reachable yet; running anyway, events wait in the outbox",
+                self.publisher.where,
             )
         for c in self.cameras:
             self.publisher.camera_status(c.cfg.name, False)
