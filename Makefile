@@ -10,8 +10,10 @@ TRAIN_VENV ?= .venv-train
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-train
 
 SOAK_MINUTES ?= 10
+DEPLOY_VENV ?= .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-deploy
 
-.PHONY: all demo test models lint format system-deps clean train test-train soak bench
+.PHONY: all demo test models lint format system-deps clean train test-train soak bench test-deploy
 
 all: test
 
@@ -55,6 +57,17 @@ test-train: $(STAMP) $(TRAIN_STAMP)
 ## bench: edgeemo against fer-style and ResNet-18 pipelines on one clip (JSON; torch from the train venv)
 bench: $(STAMP) $(TRAIN_STAMP) models
 	$(TRAIN_VENV)/bin/edgeemo bench --json
+
+$(DEPLOY_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q --disable-pip-version-check "ansible-core>=2.17,<2.20" "ansible-lint>=25"
+	touch $@
+
+## test-deploy: ansible-lint (production), then the role against two real systemd hosts (root; ~7 min)
+test-deploy: $(STAMP) $(DEPLOY_STAMP) models
+	./scripts/install-system-deps.sh deploy
+	cd ansible && ../$(DEPLOY_VENV)/bin/ansible-lint --profile production
+	ANSIBLE_PLAYBOOK=$(DEPLOY_VENV)/bin/ansible-playbook $(PY) -m pytest -m deploy tests/deploy $(PYTEST_ARGS)
 
 ## soak: the daemon on two looping clips for SOAK_MINUTES; RSS at start and end, seq gaps
 soak: $(STAMP) system-deps models

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the real components need: a Mosquitto broker, FFmpeg,
 # GStreamer's RTSP server (tests stream a clip over RTSP) and systemd's analysers.
-# Idempotent and quick when everything is present. Usage: install-system-deps.sh [test|demo]
+# Idempotent and quick when everything is present. Usage: install-system-deps.sh [test|demo|deploy]
 set -euo pipefail
 profile=${1:-test}
 # libsystemd-dev, pkg-config and gcc: systemd-python (sd_notify) builds from source in the venv.
@@ -10,6 +10,10 @@ if [ "$profile" = test ]; then
   pkgs+=(ffmpeg gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
          gstreamer1.0-libav python3-gi systemd)
+fi
+if [ "$profile" = deploy ]; then
+  # Real systemd hosts for the Ansible tests: debootstrap roots booted by systemd-nspawn.
+  pkgs+=(debootstrap systemd-container openssh-client iproute2)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,171 @@
+"""The Ansible role against two real systemd hosts (make test-deploy).
+
+Order matters: each test starts from the fleet the previous one left. A first rollout, a
+rerun that changes nothing, a config change that restarts once, a bad config that fails
+before the running service is touched, and a broken release that stops after one gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeemo.devtools import make_demo_clip, mosquitto_path
+from tests.deploy.targets import ROOT, Target, base_root, missing_capability
+
+pytestmark = pytest.mark.deploy
+ANSIBLE = ROOT / "ansible"
+PLAYBOOK_BIN = Path(os.environ.get("ANSIBLE_PLAYBOOK", ROOT / ".venv-deploy" / "bin" / "ansible-playbook"))
+BROKER_PORT = 18830
+
+
+class Fleet:
+    def __init__(self, work: Path, targets: list[Target]) -> None:
+        self.work, self.targets = work, targets
+        self.host_vars: dict[str, dict] = {
+            t.name: {
+                "ansible_host": t.ip,
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(ROOT / ".cache" / "deploy" / "id_ed25519"),
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+                "edgeemo_cameras": [
+                    {"name": "visit", "source": "/opt/edgeemo/clips/visit.mp4", "loop": True}
+                ],
+                "edgeemo_mqtt": {"host": t.host_ip, "port": BROKER_PORT},
+            }
+            for t in targets
+        }
+
+    def play(self, **extra_vars: object) -> subprocess.CompletedProcess:
+        inventory = self.work / "hosts.yml"
+        hosts = {"all": {"children": {"edgeemo_gateways": {"hosts": self.host_vars}}}}
+        inventory.write_text(yaml.safe_dump(hosts))
+        cmd = [str(PLAYBOOK_BIN), "-i", str(inventory), "site.yml"]
+        for k, v in extra_vars.items():
+            cmd += ["-e", f"{k}={v}"]
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        return subprocess.run(cmd, cwd=ANSIBLE, capture_output=True, text=True, env=env, timeout=900)
+
+
+def recap(out: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP lines → {host: {"ok": n, "changed": n, "failed": n, ...}}."""
+    rows = re.findall(r"^(\S+)\s+:\s+(.*)$", out.split("PLAY RECAP")[-1], re.M)
+    return {h: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", rest)} for h, rest in rows}
+
+
+def main_pid(t: Target) -> str:
+    return t.ssh("systemctl show -p MainPID --value edgeemo").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Fleet]:
+    why = missing_capability()
+    if why:
+        pytest.skip(f"real systemd targets: {why}")
+    if not PLAYBOOK_BIN.exists():
+        pytest.skip(f"{PLAYBOOK_BIN} missing: `make test-deploy` installs ansible-core")
+    if not mosquitto_path():
+        pytest.skip("mosquitto is not installed")
+    base = base_root()
+    work = Path(tempfile.mkdtemp(prefix="edgeemo-deploy-"))
+    targets = [Target(f"gw{i}", 100 + i, work / f"gw{i}") for i in (1, 2)]
+    conf = work / "mosquitto.conf"
+    conf.write_text(
+        "".join(f"listener {BROKER_PORT} {t.host_ip}\n" for t in targets) + "allow_anonymous true\n"
+    )
+    broker = None
+    try:
+        for t in targets:
+            t.start(base)
+        broker = subprocess.Popen([mosquitto_path(), "-c", str(conf)], stderr=subprocess.DEVNULL)
+        clip = make_demo_clip(work / "visit.mp4", fps=15, seconds=8.0)
+        for t in targets:
+            t.ssh("mkdir -p /opt/edgeemo/clips")
+            t.copy_in(clip, "/opt/edgeemo/clips/visit.mp4")
+        yield Fleet(work, targets)
+    finally:
+        if broker:
+            broker.terminate()
+        for t in targets:
+            t.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_first_rollout_runs_the_service(fleet: Fleet) -> None:
+    r = fleet.play()
+    assert r.returncode == 0, r.stdout[-3000:]
+    for t in fleet.targets:
+        assert t.ssh("systemctl is-active edgeemo").stdout.strip() == "active"
+        status = t.ssh(
+            "systemctl show -p StatusText --value edgeemo"
+        ).stdout  # sent by the daemon: READY came
+        assert "visit" in status and "fps" in status, status
+        assert t.ssh("systemctl is-enabled edgeemo").stdout.strip() == "enabled"
+        assert t.ssh("stat -c %U /var/lib/edgeemo").stdout.strip() == "edgeemo"
+
+
+def test_second_run_changes_nothing(fleet: Fleet) -> None:
+    pids = [main_pid(t) for t in fleet.targets]
+    r = fleet.play()
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert all(row["changed"] == 0 for host, row in recap(r.stdout).items() if host != "localhost"), r.stdout[
+        -2000:
+    ]
+    assert [main_pid(t) for t in fleet.targets] == pids
+
+
+def test_config_change_restarts_once(fleet: Fleet) -> None:
+    t1, t2 = fleet.targets
+    before = {t.name: (main_pid(t), _count_starts(t)) for t in fleet.targets}
+    fleet.host_vars[t1.name]["edgeemo_config_extra"] = {"motion": {"max_skip_s": 3.0}}
+    r = fleet.play()
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "max_skip_s: 3.0" in t1.ssh("cat /etc/edgeemo/edgeemo.yaml").stdout
+    assert _count_starts(t1) == before[t1.name][1] + 1  # restarted exactly once
+    assert main_pid(t1) != before[t1.name][0]
+    assert (main_pid(t2), _count_starts(t2)) == before[t2.name]  # the other gateway untouched
+
+
+def test_bad_config_fails_before_touching_the_service(fleet: Fleet) -> None:
+    t1 = fleet.targets[0]
+    pid, config = main_pid(t1), t1.ssh("cat /etc/edgeemo/edgeemo.yaml").stdout
+    fleet.host_vars[t1.name]["edgeemo_config_extra"] = {
+        "cameras": [{"name": "visit", "source": "x", "detect_fps": "fast"}]
+    }
+    r = fleet.play()
+    assert r.returncode != 0
+    assert "detect_fps" in r.stdout  # edgeemo check-config said what is wrong
+    assert t1.ssh("cat /etc/edgeemo/edgeemo.yaml").stdout == config and main_pid(t1) == pid
+    assert t1.ssh("systemctl is-active edgeemo").stdout.strip() == "active"
+    del fleet.host_vars[t1.name]["edgeemo_config_extra"]
+
+
+def test_broken_release_stops_after_the_first_gateway(fleet: Fleet) -> None:
+    t1, t2 = fleet.targets
+    broken = fleet.work / "broken.service"
+    unit = (ROOT / "systemd" / "edgeemo.service").read_text()
+    broken.write_text(
+        unit.replace("--config /etc/edgeemo/edgeemo.yaml\n", "--config /etc/edgeemo/missing.yaml\n", 1)
+    )
+    t2_unit, t2_pid = t2.ssh("cat /etc/systemd/system/edgeemo.service").stdout, main_pid(t2)
+    r = fleet.play(edgeemo_unit_src=str(broken))
+    assert r.returncode != 0
+    rows = recap(r.stdout)
+    assert rows[t1.name]["failed"] >= 1 and t2.name not in rows, r.stdout[-2000:]  # the rollout stopped
+    assert t2.ssh("cat /etc/systemd/system/edgeemo.service").stdout == t2_unit and main_pid(t2) == t2_pid
+    # Rolling back is running the good release again.
+    assert fleet.play().returncode == 0
+    assert t1.ssh("systemctl is-active edgeemo").stdout.strip() == "active"
+
+
+def _count_starts(t: Target) -> int:
+    out = t.ssh("journalctl -u edgeemo --no-pager -o cat", timeout=60).stdout
+    return sum(1 for line in out.splitlines() if line.startswith("Started edgeemo.service"))
