@@ -47,6 +47,7 @@ def discovery_messages(
         ("Detector inference", "detector_ms", "ms"),
         ("Emotion inference", "emotion_ms", "ms"),
         ("Memory", "rss_mb", "MB"),
+        ("Undelivered events", "outbox_pending", "events"),  # the outbox backlog
     ):
         add(
             "sensor",
