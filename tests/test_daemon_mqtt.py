@@ -66,7 +66,7 @@ def test_file_clip_publishes_discovery_state_events(
     kinds = [e["event_type"] for e in events]
     assert kinds == ["face_entered", "face_left"], kinds  # a steady face: two events, not one per frame
     entered, left = events
-    assert entered["emotion"] == "happy" and entered["confidence"] > 0.8
+    assert entered["emotion"] == "happy" and entered["confidence"] > 0.5
     assert entered["track_id"] == left["track_id"]
     assert 2.0 < left["duration"] < 6.0
     for e in events:

@@ -60,7 +60,9 @@ def test_detect_cli_finds_the_smiling_astronaut(models_dir: Path, astronaut_png:
     assert out["image"] == str(astronaut_png)
     assert len(out["faces"]) == 1
     face = out["faces"][0]
-    assert face["emotion"] == "happy" and face["scores"]["happy"] > 0.8
+    assert (
+        face["emotion"] == "happy" and face["scores"]["happy"] > 0.5
+    )  # soft-target training: calibrated, not peaked
     x, y, w, h = face["box"]  # her face is around x 170-270, y 70-190 in the 512x512 image
     assert 150 < x < 200 and 50 < y < 110 and 70 < w < 130 and 70 < h < 130
     assert set(face["scores"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
