@@ -67,7 +67,7 @@ $(DEPLOY_STAMP): pyproject.toml
 test-deploy: $(STAMP) $(DEPLOY_STAMP) models
 	./scripts/install-system-deps.sh deploy
 	cd ansible && ../$(DEPLOY_VENV)/bin/ansible-lint --profile production
-	ANSIBLE_PLAYBOOK=$(DEPLOY_VENV)/bin/ansible-playbook $(PY) -m pytest -m deploy tests/deploy $(PYTEST_ARGS)
+	ANSIBLE_PLAYBOOK=$(CURDIR)/$(DEPLOY_VENV)/bin/ansible-playbook $(PY) -m pytest -m deploy tests/deploy $(PYTEST_ARGS)
 
 ## soak: the daemon on two looping clips for SOAK_MINUTES; RSS at start and end, seq gaps
 soak: $(STAMP) system-deps models

@@ -23,7 +23,9 @@ from tests.deploy.targets import ROOT, Target, base_root, missing_capability
 
 pytestmark = pytest.mark.deploy
 ANSIBLE = ROOT / "ansible"
-PLAYBOOK_BIN = Path(os.environ.get("ANSIBLE_PLAYBOOK", ROOT / ".venv-deploy" / "bin" / "ansible-playbook"))
+PLAYBOOK_BIN = Path(
+    os.environ.get("ANSIBLE_PLAYBOOK", ROOT / ".venv-deploy" / "bin" / "ansible-playbook")
+).absolute()
 BROKER_PORT = 18830
 
 
