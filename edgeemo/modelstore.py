@@ -245,7 +245,11 @@ def _install_own(m: Manifest, models_dir: Path) -> str:
             return (
                 f"{m.name}: {target} present (sha256 {'ok' if sha256_of(target) == m.sha256 else 'MISMATCH'})"
             )
-        raise ModelError(f"{m.name}: {m.file} ships in the source checkout's models/ and is not there")
+        # Installed from a wheel: the release's models/ folder has to be copied (Ansible does).
+        return (
+            f"{m.name}: NOT installed: copy {m.file} from a release checkout's models/ into {models_dir} "
+            "(the Ansible role does this)"
+        )
     if sha256_of(origin) != m.sha256:
         raise ModelError(
             f"{m.name}: {origin} does not match the catalog's sha256; re-run `make train` or restore the file"

@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeemo.devtools import astronaut_bgr, free_port, mosquitto_path, start_broker
 from edgeemo.modelstore import default_models_dir, fetch
+from edgeemo.pipeline import Sink
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEEMO_SHARED", ROOT.parent / "shared"))
@@ -68,6 +69,19 @@ def broker() -> Iterator[int]:
     yield port
     proc.terminate()
     proc.wait(5)
+
+
+class ListSink(Sink):
+    """Keeps a pipeline's events in memory (the pipeline tests' stand-in for the publisher)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def event(self, camera: str, event: dict) -> None:
+        self.events.append(event)
+
+    def state(self, camera: str, state: dict) -> None:
+        pass
 
 
 class Recorder:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, Recorder, run_cli
+from conftest import ROOT, ListSink, Recorder, run_cli
 
 from edgeemo.aggregator import CameraAggregator
 from edgeemo.classifier import EmotionClassifier
@@ -28,7 +28,7 @@ from edgeemo.config import CameraConfig, Config, ConfigError, load_config
 from edgeemo.detector import FaceDetector
 from edgeemo.devtools import free_port, make_demo_clip
 from edgeemo.modelstore import catalog, open_model, resolve
-from edgeemo.pipeline import CameraPipeline, Sink
+from edgeemo.pipeline import CameraPipeline
 from edgeemo.sources import FrameQueue
 from edgeemo.sources.base import frame_problem
 from edgeemo.tracker import IoUTracker
@@ -110,17 +110,6 @@ def test_malformed_configs_give_config_errors_only(tmp_path: Path) -> None:
             outcomes["valid"] += 1
     # The mutations really were hostile: most are rejected, some harmless ones pass.
     assert outcomes["rejected"] > 250 and outcomes["valid"] > 10, outcomes
-
-
-class ListSink(Sink):
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    def event(self, camera: str, event: dict) -> None:
-        self.events.append(event)
-
-    def state(self, camera: str, state: dict) -> None:
-        pass
 
 
 def _hostile_frames(rng: np.random.Generator) -> list[object]:

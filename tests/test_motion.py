@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from conftest import ListSink
 
 from edgeemo.aggregator import CameraAggregator
 from edgeemo.classifier import EmotionClassifier
@@ -14,7 +15,7 @@ from edgeemo.detector import FaceDetector
 from edgeemo.devtools import astronaut_bgr, demo_frames
 from edgeemo.modelstore import open_model, resolve
 from edgeemo.motion import MotionGate
-from edgeemo.pipeline import CameraPipeline, Sink
+from edgeemo.pipeline import CameraPipeline
 from edgeemo.tracker import IoUTracker
 
 
@@ -39,17 +40,6 @@ def test_a_still_scene_is_still_analysed_every_max_skip_s() -> None:
     gate = MotionGate(MotionConfig(max_skip_s=1.0))
     analysed = [not gate.static(_room(rng), 0.25 * i) for i in range(12)]  # 3 s at 4 fps
     assert analysed == [True, False, False, False] * 3
-
-
-class ListSink(Sink):
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    def event(self, camera: str, event: dict) -> None:
-        self.events.append(event)
-
-    def state(self, camera: str, state: dict) -> None:
-        pass
 
 
 def _events(models_dir: Path, gate: MotionGate | None, steady_every: int = 1) -> tuple[list[tuple], int]:
