@@ -33,7 +33,7 @@ from edgeemo.aggregator import CameraAggregator
 from edgeemo.classifier import EmotionClassifier, square_crop
 from edgeemo.config import CameraConfig, Config, InferenceConfig
 from edgeemo.detector import FaceDetector, iou_matrix
-from edgeemo.devtools import astronaut_bgr
+from edgeemo.devtools import astronaut_bgr, empty_room
 from edgeemo.inference import load_model
 from edgeemo.modelstore import open_model, resolve
 from edgeemo.motion import MotionGate
@@ -79,8 +79,7 @@ def make_bench_clip(path: Path, models_dir: Path, frames: int = 180, fps: int = 
     if not found:
         raise RuntimeError("bench: the reference face was not found in the astronaut image")
     fx, fy, fw, fh = found[0].box / head.shape[0]  # relative to the square head image
-    room = np.full((H, W, 3), 90, np.uint8)
-    room[:, :, 1] = np.linspace(60, 140, W, dtype=np.uint8)[None, :]
+    room = empty_room(W, H)
     rng = np.random.default_rng(0)
     truth: list[np.ndarray] = []
     ffmpeg = shutil.which("ffmpeg")

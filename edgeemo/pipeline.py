@@ -119,12 +119,7 @@ class CameraPipeline(threading.Thread):
             # face is known and still (the last analysis stands for this frame too).
             self._since_analysis += 1
             self.skipped += 1
-            events = self.aggregator.update(ts, [], [])
-            self._emit(events)
-            self._publish_state(ts)
-            self.frames += 1
-            self._times.append(time.monotonic())
-            return events
+            return self._finish(ts, self.aggregator.update(ts, [], []))
         self._since_analysis = 0
         dets = self.detector.detect(image)
         t1 = time.perf_counter()
@@ -132,12 +127,15 @@ class CameraPipeline(threading.Thread):
         probs = self.classifier.classify(image, [dets[i].box for _, i in matched])
         t2 = time.perf_counter()
         obs = [Observation(t, probs[k], dets[i].score, dets[i].size) for k, (t, i) in enumerate(matched)]
-        events = self.aggregator.update(ts, obs, ended)
-        self._emit(events)
-        self._publish_state(ts)
         self.detect_ms.append((t1 - t0) * 1000)
         if matched:
             self.classify_ms.append((t2 - t1) * 1000 / len(matched))
+        return self._finish(ts, self.aggregator.update(ts, obs, ended))
+
+    def _finish(self, ts: float, events: list[dict]) -> list[dict]:
+        """Every frame, analysed or skipped: events and state out, counted for fps."""
+        self._emit(events)
+        self._publish_state(ts)
         self.frames += 1
         self._times.append(time.monotonic())
         return events
