@@ -142,9 +142,12 @@ class DeviceConfig(_Strict):
 
 
 class MotionConfig(_Strict):
-    enabled: bool = Field(True, description="skip detection while no face is tracked and nothing moves")
+    enabled: bool = Field(True, description="skip analysis while neither scene nor tracked faces change")
     threshold: int = Field(12, ge=1, le=255, description="grey levels a thumbnail pixel must change by")
     min_area: float = Field(0.002, ge=0, le=1, description="share of thumbnail pixels that must change")
+    min_face_area: float = Field(
+        0.02, ge=0, le=1, description="share of a tracked face's pixels (at 24x24) that must change"
+    )
     max_skip_s: float = Field(2.0, gt=0, description="analyse at least this often even when still")
 
 

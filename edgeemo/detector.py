@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from edgeemo.config import DetectorConfig
+from edgeemo.imageops import shrink
 from edgeemo.inference import ModelError, TFLiteModel
 from edgeemo.modelstore import AnchorSpec, Manifest
 
@@ -86,7 +87,10 @@ def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, f
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    if scale < 1:
+        resized = shrink(image, nw, nh)
+    else:
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     px, py = (width - nw) // 2, (height - nh) // 2
     out = cv2.copyMakeBorder(resized, py, height - nh - py, px, width - nw - px, cv2.BORDER_CONSTANT, value=0)
     return out, scale, px, py

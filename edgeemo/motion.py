@@ -1,9 +1,18 @@
-"""A cheap motion gate: an empty, unchanging scene needs no face detector.
+"""A cheap motion gate: a picture that has not changed needs no new analysis.
 
-Most frames of most cameras show an empty room. A face cannot appear without the picture
-changing, so while no face is tracked and a 64x48 thumbnail of the frame stays within
-``threshold`` grey levels of the last analysed one, detection is skipped. A full analysis
-still runs every ``max_skip_s`` in case something appeared too small or too slowly to count.
+Most frames of most cameras show an empty room, or people who hardly move. A face cannot
+appear, leave or change its expression without the picture changing, so a frame is skipped
+while
+
+- a 64x48 grey thumbnail of the whole frame stays within ``threshold`` grey levels of the
+  thumbnail of the last analysed frame (all but ``min_area`` of its pixels), and
+- every tracked face, compared at 24x24 inside its box, stays within ``threshold`` too (all
+  but ``min_face_area`` of its pixels): the thumbnail alone is too coarse to see a smile on
+  a small face.
+
+A full analysis still runs every ``max_skip_s``, in case something changed too slowly or too
+little to count. This is Frigate's
+rule for stationary objects, applied to faces.
 """
 
 from __future__ import annotations
@@ -12,28 +21,67 @@ import cv2
 import numpy as np
 
 from edgeemo.config import MotionConfig
+from edgeemo.imageops import shrink
 
 THUMB = (64, 48)
+FACE = 24  # side of the per-face comparison patch
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def face_patch(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """The face's box (x, y, w, h) at FACE x FACE in grey; None if it lies outside the frame."""
+    x, y, w, h = (round(float(v)) for v in box)
+    x0, y0 = max(0, x), max(0, y)
+    crop = image[y0 : max(y0, y + h), x0 : max(x0, x + w)]
+    if crop.shape[0] < 2 or crop.shape[1] < 2:
+        return None
+    return _grey(cv2.resize(crop, (FACE, FACE), interpolation=cv2.INTER_AREA))
 
 
 class MotionGate:
     def __init__(self, cfg: MotionConfig) -> None:
         self.cfg = cfg
-        self._ref: np.ndarray | None = None
+        self._frame: np.ndarray | None = None  # the last analysed frame
+        self._thumb: np.ndarray | None = None  # its thumbnail, made when first needed
+        self._faces: dict[int, np.ndarray] = {}  # track id → its patch in the last analysed frame
         self._analysed_at = float("-inf")
         self.skipped = 0
 
-    def _thumb(self, image: np.ndarray) -> np.ndarray:
-        small = cv2.resize(image, THUMB, interpolation=cv2.INTER_AREA)  # averaging also hides sensor noise
-        return small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    def _changed(self, a: np.ndarray, b: np.ndarray, share: float) -> bool:
+        return float((cv2.absdiff(a, b) > self.cfg.threshold).mean()) >= share
 
-    def static(self, image: np.ndarray, ts: float) -> bool:
-        """True if this frame may be skipped; otherwise it becomes the new reference."""
-        thumb = self._thumb(image)
-        if self._ref is not None and ts - self._analysed_at < self.cfg.max_skip_s:
-            changed = float((cv2.absdiff(thumb, self._ref) > self.cfg.threshold).mean())
-            if changed < self.cfg.min_area:
-                self.skipped += 1
-                return True
-        self._ref, self._analysed_at = thumb, ts
-        return False
+    def static(self, image: np.ndarray, ts: float, faces: dict[int, np.ndarray] | None = None) -> bool:
+        """True if this frame may be skipped. ``faces``: the tracked faces, id → box.
+
+        When this returns False the caller analyses the frame and then calls ``analysed``.
+        """
+        if self._frame is None or ts - self._analysed_at >= self.cfg.max_skip_s:
+            return False
+        faces = faces or {}
+        if faces.keys() != self._faces.keys():
+            return False
+        # Faces first: they are cheap (24x24) and change most often.
+        for tid, box in faces.items():
+            patch = face_patch(image, box)
+            if patch is None or self._changed(patch, self._faces[tid], self.cfg.min_face_area):
+                return False
+        if self._thumb is None:
+            self._thumb = _grey(shrink(self._frame, *THUMB))
+        if self._changed(_grey(shrink(image, *THUMB)), self._thumb, self.cfg.min_area):
+            return False
+        self.skipped += 1
+        return True
+
+    def analysed(self, image: np.ndarray, ts: float, faces: dict[int, np.ndarray] | None = None) -> None:
+        """This frame was analysed: it is the new reference, with the faces now tracked in it."""
+        # Keep the frame (sources hand out a new array per frame, so no copy) and make its
+        # thumbnail only if the next frame gets that far: a moving face never needs it.
+        self._frame, self._thumb, self._analysed_at = image, None, ts
+        self._faces = {}
+        for tid, box in (faces or {}).items():
+            patch = face_patch(image, box)
+            if patch is not None:  # a face without a patch is never static (keys differ)
+                self._faces[tid] = patch

@@ -55,6 +55,7 @@ class CameraPipeline(threading.Thread):
         self.gate = gate
         self.skipped = 0  # frames not analysed (motion gate or steady faces)
         self._since_analysis = 0
+        self._last_obs: list[Observation] = []  # the last analysis, standing for skipped frames
         self.heartbeat_s = heartbeat_s
         self.stop_event = threading.Event()
         self.progress_at = time.monotonic()  # for the watchdog: this loop is alive
@@ -113,13 +114,22 @@ class CameraPipeline(threading.Thread):
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         elif image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        tracks = self.tracker.tracks
+        held = [ob for ob in self._last_obs if ob.track in tracks]  # faces the last analysis saw
         steady_skip = self._since_analysis + 1 < self.tracker.cfg.steady_every and self.tracker.all_steady()
-        if steady_skip or (self.gate is not None and not self.tracker.tracks and self.gate.static(image, ts)):
-            # Either nobody is in view and nothing moved (no face can have appeared), or every
-            # face is known and still (the last analysis stands for this frame too).
+        if steady_skip or (
+            self.gate is not None
+            # A new face must be seen again to be confirmed; analyse until it is.
+            and all(t.confirmed for t in tracks)
+            and self.gate.static(image, ts, {t.id: t.box for t in tracks})
+        ):
+            # Nothing changed (the gate), or every face is known and still: the last analysis
+            # stands for this frame, so its faces count as seen and their observations again,
+            # and a face it missed goes on ageing out.
             self._since_analysis += 1
             self.skipped += 1
-            return self._finish(ts, self.aggregator.update(ts, [], []))
+            ended = self.tracker.hold(ts, [ob.track for ob in held])
+            return self._finish(ts, self.aggregator.update(ts, held, ended))
         self._since_analysis = 0
         dets = self.detector.detect(image)
         t1 = time.perf_counter()
@@ -127,6 +137,9 @@ class CameraPipeline(threading.Thread):
         probs = self.classifier.classify(image, [dets[i].box for _, i in matched])
         t2 = time.perf_counter()
         obs = [Observation(t, probs[k], dets[i].score, dets[i].size) for k, (t, i) in enumerate(matched)]
+        self._last_obs = obs
+        if self.gate is not None:
+            self.gate.analysed(image, ts, {t.id: t.box for t in self.tracker.tracks})
         self.detect_ms.append((t1 - t0) * 1000)
         if matched:
             self.classify_ms.append((t2 - t1) * 1000 / len(matched))

@@ -62,6 +62,15 @@ class IoUTracker:
         self.tracks = [t for t in self.tracks if t not in ended]
         return matched, ended
 
+    def hold(self, ts: float, seen: list[Track]) -> list[Track]:
+        """A frame not analysed, the last analysis standing for it: the faces seen then count as
+        seen now, and those missing still age out. Returns the tracks that ended."""
+        for t in seen:
+            t.last_seen = ts
+        ended = [t for t in self.tracks if ts - t.last_seen > self.cfg.max_age_s]
+        self.tracks = [t for t in self.tracks if t not in ended]
+        return ended
+
     def all_steady(self) -> bool:
         """Faces in view, every one confirmed and still: the picture is not about to change much."""
         return bool(self.tracks) and all(t.confirmed and t.steady for t in self.tracks)

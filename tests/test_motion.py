@@ -24,26 +24,61 @@ def _room(rng: np.random.Generator) -> np.ndarray:
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
+def _check(gate: MotionGate, frame: np.ndarray, ts: float, faces: dict | None = None) -> bool:
+    """What the pipeline does: ask the gate; if the frame is analysed, it becomes the reference."""
+    if gate.static(frame, ts, faces):
+        return False
+    gate.analysed(frame, ts, faces)
+    return True
+
+
+def _with_face(rng: np.random.Generator, face: np.ndarray, at: tuple[int, int] = (100, 200)) -> np.ndarray:
+    frame = _room(rng)
+    y, x = at
+    frame[y : y + face.shape[0], x : x + face.shape[1]] = face
+    return frame
+
+
 def test_still_noisy_scene_is_skipped_and_a_face_is_not() -> None:
     rng = np.random.default_rng(0)
     gate = MotionGate(MotionConfig())
-    assert not gate.static(_room(rng), 0.0)  # the first frame is always analysed
-    assert all(gate.static(_room(rng), 0.1 * i) for i in range(1, 15))  # sensor noise is not motion
-    frame = _room(rng)
-    frame[100:196, 200:296] = cv2.resize(astronaut_bgr()[0:300, 110:410], (96, 96))  # someone steps in
-    assert not gate.static(frame, 1.6)
-    assert gate.static(frame, 1.7)  # then the new picture is the reference
+    assert _check(gate, _room(rng), 0.0)  # the first frame is always analysed
+    assert not any(_check(gate, _room(rng), 0.1 * i) for i in range(1, 15))  # sensor noise is not motion
+    frame = _with_face(rng, cv2.resize(astronaut_bgr()[0:300, 110:410], (96, 96)))  # someone steps in
+    assert _check(gate, frame, 1.6)
+    assert not _check(gate, frame, 1.7)  # then the new picture is the reference
 
 
 def test_a_still_scene_is_still_analysed_every_max_skip_s() -> None:
     rng = np.random.default_rng(1)
     gate = MotionGate(MotionConfig(max_skip_s=1.0))
-    analysed = [not gate.static(_room(rng), 0.25 * i) for i in range(12)]  # 3 s at 4 fps
+    analysed = [_check(gate, _room(rng), 0.25 * i) for i in range(12)]  # 3 s at 4 fps
     assert analysed == [True, False, False, False] * 3
 
 
-def _events(models_dir: Path, gate: MotionGate | None, steady_every: int = 1) -> tuple[list[tuple], int]:
-    """(event_type, track, emotion, ts) for the demo clip at 5 fps, and the frames not analysed."""
+def test_a_still_face_is_skipped_but_a_changed_expression_is_not() -> None:
+    """A smile on an 80 px face is a few thumbnail pixels: the per-face patch must see it."""
+    rng = np.random.default_rng(2)
+    gate = MotionGate(MotionConfig())
+    face = cv2.resize(astronaut_bgr()[30:230, 160:360], (80, 80))
+    box = np.array([200.0, 100.0, 80.0, 80.0])  # x, y, w, h of the face in _with_face
+    assert _check(gate, _with_face(rng, face), 0.0, {1: box})
+    assert not any(_check(gate, _with_face(rng, face), 0.1 * i, {1: box}) for i in range(1, 10))
+    mouth = face.copy()
+    mouth[54:64, 28:52] = np.clip(mouth[54:64, 28:52].astype(np.int16) - 40, 0, 255).astype(np.uint8)
+    whole = MotionGate(MotionConfig())  # the same frames with no face tracked: only the thumbnail
+    whole.analysed(_with_face(rng, face), 0.0)
+    assert whole.static(_with_face(rng, mouth), 0.1)  # too small a change for the 64x48 thumbnail
+    assert _check(gate, _with_face(rng, mouth), 1.0, {1: box})  # but the face patch sees it
+    assert not _check(gate, _with_face(rng, mouth), 1.1, {1: box})
+    assert _check(gate, _with_face(rng, mouth), 1.2, {2: box})  # another track: always analysed
+    assert _check(gate, _with_face(rng, mouth), 1.3, {2: box, 3: box + 100})  # a face more
+
+
+def _run(
+    models_dir: Path, frames, gate: MotionGate | None, steady_every: int = 1
+) -> tuple[list[tuple], CameraPipeline, ListSink]:
+    """(event_type, track, emotion, ts) for frames at 5 fps, the pipeline and its sink."""
     cfg = Config.model_validate(
         {"cameras": [{"name": "c", "source": "x"}], "tracker": {"steady_every": steady_every}}
     )
@@ -57,11 +92,15 @@ def _events(models_dir: Path, gate: MotionGate | None, steady_every: int = 1) ->
         IoUTracker(cfg.tracker), CameraAggregator("c", em.manifest.labels or [], cfg.aggregator),
         sink, 60.0, gate,
     )  # fmt: skip
-    for i, frame in enumerate(demo_frames(fps=5, seconds=16.0)):
+    for i, frame in enumerate(frames):
         pipe.process(frame, 1000.0 + i / 5)
-    return [
-        (e["event_type"], e["track_id"], e["emotion"], round(e["ts"], 1)) for e in sink.events
-    ], pipe.skipped
+    events = [(e["event_type"], e["track_id"], e["emotion"], round(e["ts"], 1)) for e in sink.events]
+    return events, pipe, sink
+
+
+def _events(models_dir: Path, gate: MotionGate | None, steady_every: int = 1) -> tuple[list[tuple], int]:
+    events, pipe, _ = _run(models_dir, demo_frames(fps=5, seconds=16.0), gate, steady_every)
+    return events, pipe.skipped
 
 
 def test_events_are_the_same_with_and_without_the_gate(models_dir: Path) -> None:
@@ -69,6 +108,36 @@ def test_events_are_the_same_with_and_without_the_gate(models_dir: Path) -> None
     (with_gate, _), (without, _) = _events(models_dir, gate), _events(models_dir, None)
     assert with_gate == without and [e[0] for e in without] == ["face_entered", "face_left"]
     assert gate.skipped >= 10  # the empty room before and after the visit was not analysed
+
+
+def _sitting(seconds: float = 14.0, fps: int = 5) -> list[np.ndarray]:
+    """Empty room 1 s, someone sits still 5 s, then someone else (the face mirrored, a little to
+    the side) 5 s, then the empty room again."""
+    rng = np.random.default_rng(3)
+    face = cv2.resize(astronaut_bgr()[0:300, 110:410], (240, 240))
+    frames = []
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        shown = None if t < 1 or t >= 11 else face if t < 6 else cv2.flip(face, 1)
+        frames.append(_room(rng) if shown is None else _with_face(rng, shown, (120, 200)))
+    return frames
+
+
+def test_someone_sitting_still_is_not_reanalysed_and_events_do_not_change(models_dir: Path) -> None:
+    frames = _sitting()
+    without, pipe0, sink0 = _run(models_dir, frames, None)
+    gate = MotionGate(MotionConfig())
+    with_gate, pipe, sink = _run(models_dir, frames, gate)
+    assert [e[0] for e in without] == ["face_entered", "face_entered", "face_left", "face_left"]
+    assert with_gate == without
+    # Most frames of the still face were skipped (analysed every max_skip_s, 2 s); the frames
+    # where the picture changed were not: faces appearing, swapping and leaving.
+    assert pipe0.skipped == 0 and gate.skipped >= 35
+    assert len(frames) - pipe.skipped <= 30
+    # The smoothed scores, and the visit's dominant emotion, are what analysing every frame gives.
+    for e0, e in zip(sink0.events, sink.events, strict=True):
+        assert max(abs(e0["scores"][k] - e["scores"][k]) for k in e0["scores"]) < 0.02, (e0, e)
+        assert e0.get("dominant_emotion") == e.get("dominant_emotion")
 
 
 def test_still_faces_analysed_every_other_frame_give_the_same_events(models_dir: Path) -> None:

@@ -39,7 +39,9 @@ class Source(ABC):
     def open(self) -> None: ...
 
     @abstractmethod
-    def read(self) -> np.ndarray | None: ...
+    def read(self) -> np.ndarray | None:
+        """The next BGR frame, a new array each call that nobody writes to afterwards (the
+        motion gate keeps the last analysed frame without copying it)."""
 
     @abstractmethod
     def close(self) -> None: ...
