@@ -47,6 +47,8 @@ class MotionGate:
         self._frame: np.ndarray | None = None  # the last analysed frame
         self._thumb: np.ndarray | None = None  # its thumbnail, made when first needed
         self._faces: dict[int, np.ndarray] = {}  # track id → its patch in the last analysed frame
+        self._seen: dict[int, np.ndarray] = {}  # track id → its patch when last detected
+        self._missed_present = False  # the last analysis missed a face that still looks there
         self._analysed_at = float("-inf")
         self.skipped = 0
 
@@ -58,7 +60,7 @@ class MotionGate:
 
         When this returns False the caller analyses the frame and then calls ``analysed``.
         """
-        if self._frame is None or ts - self._analysed_at >= self.cfg.max_skip_s:
+        if self._frame is None or self._missed_present or ts - self._analysed_at >= self.cfg.max_skip_s:
             return False
         faces = faces or {}
         if faces.keys() != self._faces.keys():
@@ -75,13 +77,30 @@ class MotionGate:
         self.skipped += 1
         return True
 
-    def analysed(self, image: np.ndarray, ts: float, faces: dict[int, np.ndarray] | None = None) -> None:
-        """This frame was analysed: it is the new reference, with the faces now tracked in it."""
+    def analysed(
+        self,
+        image: np.ndarray,
+        ts: float,
+        faces: dict[int, np.ndarray] | None = None,
+        seen: set[int] | None = None,
+    ) -> None:
+        """This frame was analysed: it is the new reference, with the faces now tracked in it
+        (id → box) and the ids of those the detector found in it (``seen``; default all)."""
         # Keep the frame (sources hand out a new array per frame, so no copy) and make its
         # thumbnail only if the next frame gets that far: a moving face never needs it.
         self._frame, self._thumb, self._analysed_at = image, None, ts
-        self._faces = {}
-        for tid, box in (faces or {}).items():
+        faces = faces or {}
+        seen = set(faces) if seen is None else seen
+        self._faces, self._missed_present = {}, False
+        for tid, box in faces.items():
             patch = face_patch(image, box)
-            if patch is not None:  # a face without a patch is never static (keys differ)
-                self._faces[tid] = patch
+            if patch is None:  # a face without a patch is never static (keys differ)
+                continue
+            self._faces[tid] = patch
+            if tid in seen:
+                self._seen[tid] = patch
+            elif tid in self._seen and not self._changed(patch, self._seen[tid], self.cfg.min_face_area):
+                # The detector missed a face whose box still shows what it did when found: a
+                # flicker, not a departure. Look again next frame rather than let it age out.
+                self._missed_present = True
+        self._seen = {tid: p for tid, p in self._seen.items() if tid in faces}

@@ -139,7 +139,9 @@ class CameraPipeline(threading.Thread):
         obs = [Observation(t, probs[k], dets[i].score, dets[i].size) for k, (t, i) in enumerate(matched)]
         self._last_obs = obs
         if self.gate is not None:
-            self.gate.analysed(image, ts, {t.id: t.box for t in self.tracker.tracks})
+            self.gate.analysed(
+                image, ts, {t.id: t.box for t in self.tracker.tracks}, {t.id for t, _ in matched}
+            )
         self.detect_ms.append((t1 - t0) * 1000)
         if matched:
             self.classify_ms.append((t2 - t1) * 1000 / len(matched))

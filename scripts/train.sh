@@ -8,7 +8,7 @@ PY=${TRAIN_PY:-.venv-train/bin/python}
 EDGEEMO=${EDGEEMO:-.venv/bin/edgeemo}
 DATA=${FER2013_DIR:-../shared/data/fer2013}
 OUT=${TRAIN_OUT:-build/train}
-EPOCHS=${TRAIN_EPOCHS:-50}
+EPOCHS=${TRAIN_EPOCHS:-80}
 SEEDS=${TRAIN_SEEDS:-1 2}
 
 for f in train.npz publictest.npz; do

@@ -75,6 +75,20 @@ def test_a_still_face_is_skipped_but_a_changed_expression_is_not() -> None:
     assert _check(gate, _with_face(rng, mouth), 1.3, {2: box, 3: box + 100})  # a face more
 
 
+def test_a_face_the_detector_missed_is_looked_for_again_unless_it_left() -> None:
+    rng = np.random.default_rng(4)
+    face = cv2.resize(astronaut_bgr()[30:230, 160:360], (80, 80))
+    box = {1: np.array([200.0, 100.0, 80.0, 80.0])}
+    for still_there in (True, False):
+        gate = MotionGate(MotionConfig())
+        gate.analysed(_with_face(rng, face), 0.0, box, seen={1})
+        frame = _with_face(rng, face) if still_there else _room(rng)
+        gate.analysed(frame, 0.1, box, seen=set())  # the detector found nothing this time
+        # Still there: a flicker, so analyse again rather than let the face age out unseen.
+        # Gone: nothing to look for; the track ages out while the empty scene is skipped.
+        assert gate.static(frame, 0.2, box) is (not still_there)
+
+
 def _run(
     models_dir: Path, frames, gate: MotionGate | None, steady_every: int = 1
 ) -> tuple[list[tuple], CameraPipeline, ListSink]:

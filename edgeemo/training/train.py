@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--class-power", type=float, default=0.3)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--precision",
+        choices=["bf16", "fp32"],
+        default="bf16",
+        help="bf16 autocast (weights stay fp32): 1.75x faster where the CPU has avx512_bf16",
+    )
     p.add_argument("--seed", type=int, default=20261121)
     p.add_argument("--limit", type=int, default=0, help="use only N training images (pilot runs)")
     a = p.parse_args(argv)
@@ -109,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         for b in range(steps_per_epoch):
             idx = perm[b * a.batch : (b + 1) * a.batch]
             x = augment(x_all[idx].clone(), g).contiguous(memory_format=torch.channels_last)
-            logp = F.log_softmax(model(x), dim=1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+                out = model(x)
+            logp = F.log_softmax(out.float(), dim=1)
             loss = (-(t_all[idx] * logp).sum(dim=1) * w_all[idx]).mean()
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
