@@ -11,8 +11,7 @@ while
   a small face.
 
 A full analysis still runs every ``max_skip_s``, in case something changed too slowly or too
-little to count. This is Frigate's
-rule for stationary objects, applied to faces.
+little to count. This is Frigate's rule for stationary objects, applied to faces.
 """
 
 from __future__ import annotations

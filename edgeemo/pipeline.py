@@ -115,7 +115,6 @@ class CameraPipeline(threading.Thread):
         elif image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
         tracks = self.tracker.tracks
-        held = [ob for ob in self._last_obs if ob.track in tracks]  # faces the last analysis saw
         steady_skip = self._since_analysis + 1 < self.tracker.cfg.steady_every and self.tracker.all_steady()
         if steady_skip or (
             self.gate is not None
@@ -128,6 +127,7 @@ class CameraPipeline(threading.Thread):
             # and a face it missed goes on ageing out.
             self._since_analysis += 1
             self.skipped += 1
+            held = [ob for ob in self._last_obs if ob.track in tracks]  # faces the last analysis saw
             ended = self.tracker.hold(ts, [ob.track for ob in held])
             return self._finish(ts, self.aggregator.update(ts, held, ended))
         self._since_analysis = 0
