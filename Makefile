@@ -46,7 +46,7 @@ $(TRAIN_STAMP): pyproject.toml
 	$(TRAIN_VENV)/bin/pip install -q --disable-pip-version-check -e '.[train,bench]'
 	touch $@
 
-## train: reproduce models/edgeemo_fer_int8.tflite from ../shared/data/fer2013 (~80 min on 2 cores)
+## train: reproduce models/edgeemo_fer_int8.tflite from ../shared/data/fer2013 (~82 min on 2 cores)
 train: $(STAMP) $(TRAIN_STAMP)
 	./scripts/train.sh
 
