@@ -7,7 +7,7 @@ import numpy as np
 
 
 def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Downscale with pixel averaging, about 3x faster than one INTER_AREA resize.
+    """Downscale with pixel averaging, about 2.5x faster than one INTER_AREA resize.
 
     OpenCV's INTER_AREA is fast only for an exact halving (640x480 → 128x96 in one step
     costs 0.30 ms here, three steps 0.12 ms), so halve while the image is at least twice
