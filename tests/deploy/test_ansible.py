@@ -2,7 +2,8 @@
 
 Order matters: each test starts from the fleet the previous one left. A first rollout, a
 rerun that changes nothing, a config change that restarts once, a bad config that fails
-before the running service is touched, and a broken release that stops after one gateway.
+before the running service is touched, a broken release that stops after one gateway, and
+new code under the same version number, rolled out and then rolled back.
 """
 
 from __future__ import annotations
@@ -166,6 +167,42 @@ def test_broken_release_stops_after_the_first_gateway(fleet: Fleet) -> None:
     # Rolling back is running the good release again.
     assert fleet.play().returncode == 0
     assert t1.ssh("systemctl is-active edgeemo").stdout.strip() == "active"
+
+
+def test_new_code_same_version_is_rolled_out_and_back(fleet: Fleet) -> None:
+    # A release is the checkout's code, not its version number: a fix shipped without a
+    # version bump must reach every gateway, and running the old checkout must bring it back.
+    checkout = fleet.work / "checkout"
+    shutil.copytree(
+        ROOT,
+        checkout,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv*", ".cache", "build", "demo", "__pycache__", "*.egg-info", ".*_cache"
+        ),
+    )
+    init = checkout / "edgeemo" / "__init__.py"
+    init.write_text(init.read_text() + 'DEPLOY_MARK = "same version, new code"\n')
+    release = {
+        "edgeemo_project_dir": checkout,
+        "edgeemo_wheelhouse_src": ROOT / ".cache" / "wheelhouse",
+        "edgeemo_controller_python": ROOT / ".venv" / "bin" / "python",
+    }
+    mark = '/opt/edgeemo/venv/bin/python -c \'import edgeemo; print(getattr(edgeemo, "DEPLOY_MARK", "-"))\''
+    starts = {t.name: _count_starts(t) for t in fleet.targets}
+
+    r = fleet.play(**release)
+    assert r.returncode == 0, r.stdout[-3000:]
+    for t in fleet.targets:
+        assert t.ssh(mark).stdout.strip() == "same version, new code"
+        assert _count_starts(t) == starts[t.name] + 1  # restarted once, onto the new code
+        assert t.ssh("systemctl is-active edgeemo").stdout.strip() == "active"
+
+    r = fleet.play()  # the original checkout: a rollback, same version again
+    assert r.returncode == 0, r.stdout[-3000:]
+    for t in fleet.targets:
+        assert t.ssh(mark).stdout.strip() == "-"
+        assert _count_starts(t) == starts[t.name] + 2
+        assert t.ssh("systemctl is-active edgeemo").stdout.strip() == "active"
 
 
 def _count_starts(t: Target) -> int:
