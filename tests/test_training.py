@@ -33,11 +33,12 @@ def test_train_then_export_gives_an_integer_only_model(tmp_path: Path) -> None:
     out = tmp_path / "run"
     subprocess.run(
         [str(py), "-m", "edgeemo.training.train", "--data", str(data), "--out", str(out),
-         "--epochs", "1", "--limit", "1024", "--threads", "1"],
+         "--epochs", "1", "--limit", "1024", "--val", "256", "--threads", "1"],
         cwd=ROOT, check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     curve = json.loads((out / "curve.json").read_text())
     assert len(curve) == 1 and 0 <= curve[0]["publictest_accuracy"] <= 1
+    assert 0 <= curve[0]["val_accuracy"] <= 1 and 0 <= curve[0]["val_macro_f1"] <= 1
     models = tmp_path / "models"
     subprocess.run(
         [str(py), "-m", "edgeemo.training.export", "--checkpoint", str(out / "model.pt"),

@@ -44,7 +44,7 @@ def load_trained(checkpoints: list[Path]) -> Ensemble:
     for path in checkpoints:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         args = ck["args"]
-        net = EmoNet(width=args["width"], residual=args.get("residual", False))
+        net = EmoNet(width=args["width"], residual=args.get("residual", False), deep=args.get("deep", False))
         net.load_state_dict(ck["state_dict"])
         nets.append(net)
     return Ensemble(nets).eval()

@@ -32,7 +32,12 @@ class EmoNet(nn.Module):
     """48x48x1 in [0, 1] → 7 logits (FER2013 order)."""
 
     def __init__(
-        self, width: int = 32, classes: int = 7, dropout: float = 0.3, residual: bool = False
+        self,
+        width: int = 32,
+        classes: int = 7,
+        dropout: float = 0.3,
+        residual: bool = False,
+        deep: bool = False,
     ) -> None:
         super().__init__()
         w = width
@@ -43,9 +48,13 @@ class EmoNet(nn.Module):
             conv_bn(2 * w, 2 * w, 2),  # 12x12
             conv_bn(2 * w, 4 * w),
         ]
+        if deep:  # one more conv per low-resolution stage: 90 M MACs instead of 48 M
+            layers.append(conv_bn(4 * w, 4 * w))
         if residual:
             layers.append(Residual(4 * w))
         layers += [conv_bn(4 * w, 4 * w, 2), conv_bn(4 * w, 8 * w)]  # 6x6
+        if deep:
+            layers.append(conv_bn(8 * w, 8 * w))
         if residual:
             layers.append(Residual(8 * w))
         self.features = nn.Sequential(*layers)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgeemo.evaluate import scores
 from edgeemo.ferdata import FER2013_CLASSES, ferplus_majority
 from edgeemo.training.augment import augment
 from edgeemo.training.data import load_split
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wd", type=float, default=5e-4)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--residual", action="store_true")
+    p.add_argument("--deep", action="store_true", help="one more conv at 12x12 and at 6x6")
     p.add_argument("--ferplus-weight", type=float, default=0.3)
     p.add_argument("--class-power", type=float, default=0.3)
     p.add_argument("--ema", type=float, default=0.999)
@@ -64,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=20261121)
     p.add_argument("--limit", type=int, default=0, help="use only N training images (pilot runs)")
+    p.add_argument(
+        "--val",
+        type=int,
+        default=0,
+        help="hold out N training images (fixed split) and report on them: compare recipes "
+        "without choosing anything by the public test's score",
+    )
     a = p.parse_args(argv)
 
     torch.manual_seed(a.seed)
@@ -77,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     with np.load(a.data / "publictest.npz") as d:
         test_images, test_labels = d["images"], d["labels"]
         test_plus = ferplus_majority(d["ferplus_votes"])
+    if a.val:
+        # Seed 0, not --seed: every recipe compared is scored on the same held-out faces.
+        order = np.random.default_rng(0).permutation(len(train.labels))
+        val_images, val_labels = train.images[order[: a.val]], train.labels[order[: a.val]]
+        keep = np.sort(order[a.val :])
+        train = type(train)(train.images[keep], train.labels[keep], train.targets[keep])
     n = a.limit or len(train.labels)
     x_all = torch.from_numpy(train.images[:n]).float().div_(255).unsqueeze(1)
     t_all = torch.from_numpy(train.targets[:n])
@@ -84,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     w_all = weights[torch.from_numpy(train.labels[:n])]
     print(f"train {n} images; class weights {np.round(weights.numpy(), 2).tolist()}", flush=True)
 
-    model = EmoNet(width=a.width, residual=a.residual).to(memory_format=torch.channels_last)
+    model = EmoNet(width=a.width, residual=a.residual, deep=a.deep).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model)
     for q in ema.parameters():
         q.requires_grad_(False)
@@ -145,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             "publictest_ferplus_accuracy": round(float((pred[ok] == test_plus[ok]).mean()), 4),
             "lr": round(lr_at(step - 1), 5),
         }
+        if a.val:
+            v = scores(val_labels, predict(ema, val_images).argmax(1))
+            row["val_accuracy"], row["val_macro_f1"] = v["accuracy"], v["macro_f1"]
         curve.append(row)
         print(json.dumps(row), flush=True)
         torch.save(
