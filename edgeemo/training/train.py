@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from edgeemo.evaluate import scores
 from edgeemo.ferdata import FER2013_CLASSES, ferplus_majority
 from edgeemo.training.augment import augment
-from edgeemo.training.data import load_split
+from edgeemo.training.data import Split, load_split
 from edgeemo.training.net import EmoNet
 
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         order = np.random.default_rng(0).permutation(len(train.labels))
         val_images, val_labels = train.images[order[: a.val]], train.labels[order[: a.val]]
         keep = np.sort(order[a.val :])
-        train = type(train)(train.images[keep], train.labels[keep], train.targets[keep])
+        train = Split(train.images[keep], train.labels[keep], train.targets[keep])
     n = a.limit or len(train.labels)
     x_all = torch.from_numpy(train.images[:n]).float().div_(255).unsqueeze(1)
     t_all = torch.from_numpy(train.targets[:n])
