@@ -39,6 +39,16 @@ def test_train_then_export_gives_an_integer_only_model(tmp_path: Path) -> None:
     curve = json.loads((out / "curve.json").read_text())
     assert len(curve) == 1 and 0 <= curve[0]["publictest_accuracy"] <= 1
     assert 0 <= curve[0]["val_accuracy"] <= 1 and 0 <= curve[0]["val_macro_f1"] <= 1
+    # Distil a second run from the first: the teacher's labelling runs and training still scores.
+    student = tmp_path / "student"
+    r = subprocess.run(
+        [str(py), "-m", "edgeemo.training.train", "--data", str(data), "--out", str(student),
+         "--epochs", "1", "--limit", "512", "--threads", "1", "--teacher", str(out / "model.pt"),
+         "--teacher-views", "2"],
+        cwd=ROOT, check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert "teacher: 2 views labelled" in r.stdout
+    assert 0 <= json.loads((student / "curve.json").read_text())[0]["publictest_accuracy"] <= 1
     models = tmp_path / "models"
     subprocess.run(
         [str(py), "-m", "edgeemo.training.export", "--checkpoint", str(out / "model.pt"),
@@ -60,6 +70,28 @@ def test_augmentation_keeps_shape_and_range() -> None:
     )
     r = subprocess.run([str(py), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "(64, 1, 48, 48) True True True"
+
+
+def test_view_bank_labels_exactly_the_view_the_student_sees() -> None:
+    py = _train_python()
+    code = """
+import torch
+from edgeemo.training.distill import build_view_bank, teacher_probs
+from edgeemo.training.net import EmoNet, Ensemble
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(0)
+teacher = Ensemble([EmoNet(width=8), EmoNet(width=8)]).eval()
+x = torch.rand(40, 1, 48, 48)
+bank = build_view_bank(teacher, x, 3, g, batch=16)
+clean = bool((bank.views[0] == x.mul(255).round().to(torch.uint8)).all())
+augmented = float((bank.views[1].float() - bank.views[0].float()).abs().mean()) > 1
+sums = bool(torch.allclose(bank.probs.sum(-1), torch.ones(3, 40), atol=1e-3))
+xb, pb = bank.batch(torch.arange(40), g)
+again = teacher_probs(teacher, xb)
+print(clean, augmented, sums, float((again - pb).abs().max()) < 1e-4)
+"""
+    r = subprocess.run([str(py), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "True True True True"
 
 
 def test_ferplus_targets_mix_votes_and_labels() -> None:

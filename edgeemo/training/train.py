@@ -22,7 +22,8 @@ from edgeemo.evaluate import scores
 from edgeemo.ferdata import FER2013_CLASSES, ferplus_majority
 from edgeemo.training.augment import augment
 from edgeemo.training.data import Split, load_split
-from edgeemo.training.net import EmoNet
+from edgeemo.training.distill import build_view_bank
+from edgeemo.training.net import EmoNet, load_trained
 
 
 def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
@@ -73,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         help="hold out N training images (fixed split) and report on them: compare recipes "
         "without choosing anything by the public test's score",
     )
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        action="append",
+        help="distil from this trained model.pt (repeat: the teachers' mean probabilities)",
+    )
+    p.add_argument("--teacher-views", type=int, default=12, help="views per image the teacher labels")
+    p.add_argument("--teacher-weight", type=float, default=0.7, help="teacher's share of the target")
     a = p.parse_args(argv)
 
     torch.manual_seed(a.seed)
@@ -98,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     weights = class_weights(train.labels[:n], a.class_power)
     w_all = weights[torch.from_numpy(train.labels[:n])]
     print(f"train {n} images; class weights {np.round(weights.numpy(), 2).tolist()}", flush=True)
+    bank = None
+    if a.teacher:
+        t_start = time.time()
+        bank = build_view_bank(load_trained(a.teacher), x_all, a.teacher_views, g)
+        agree = (bank.probs[0].argmax(1) == torch.from_numpy(train.labels[:n])).float().mean()
+        print(
+            f"teacher: {a.teacher_views} views labelled in {(time.time() - t_start) / 60:.1f} min; "
+            f"agrees with FER2013 on {agree:.1%} of clean training images",
+            flush=True,
+        )
 
     model = EmoNet(width=a.width, residual=a.residual, deep=a.deep).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model)
@@ -129,11 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         seen, loss_sum = 0, 0.0
         for b in range(steps_per_epoch):
             idx = perm[b * a.batch : (b + 1) * a.batch]
-            x = augment(x_all[idx].clone(), g).contiguous(memory_format=torch.channels_last)
+            if bank is None:
+                x, target = augment(x_all[idx].clone(), g), t_all[idx]
+            else:
+                x, t_teacher = bank.batch(idx, g)
+                target = a.teacher_weight * t_teacher + (1 - a.teacher_weight) * t_all[idx]
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
                 out = model(x)
             logp = F.log_softmax(out.float(), dim=1)
-            loss = (-(t_all[idx] * logp).sum(dim=1) * w_all[idx]).mean()
+            loss = (-(target * logp).sum(dim=1) * w_all[idx]).mean()
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             opt.zero_grad(set_to_none=True)
