@@ -13,7 +13,7 @@ SOAK_MINUTES ?= 10
 DEPLOY_VENV ?= .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-deploy
 
-.PHONY: all demo test models lint format system-deps clean train test-train soak bench test-deploy
+.PHONY: all demo test models lint format system-deps clean train test-train soak bench test-deploy check-arm64
 
 all: test
 
@@ -68,6 +68,10 @@ test-deploy: $(STAMP) $(DEPLOY_STAMP) models
 	./scripts/install-system-deps.sh deploy
 	cd ansible && ../$(DEPLOY_VENV)/bin/ansible-lint --profile production
 	ANSIBLE_PLAYBOOK=$(CURDIR)/$(DEPLOY_VENV)/bin/ansible-playbook $(PY) -m pytest -m deploy tests/deploy $(PYTEST_ARGS)
+
+## check-arm64: the Pi wheelhouse installed and `edgeemo eval` run in an arm64 root under qemu (root; 6.5 min, 4 once cached)
+check-arm64: $(STAMP) $(DEPLOY_STAMP) models
+	./scripts/check-arm64.sh
 
 ## soak: the daemon on two looping clips for SOAK_MINUTES; RSS at start and end, seq gaps
 soak: $(STAMP) system-deps models

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the real components need: a Mosquitto broker, FFmpeg,
 # GStreamer's RTSP server (tests stream a clip over RTSP) and systemd's analysers.
-# Idempotent and quick when everything is present. Usage: install-system-deps.sh [test|demo|deploy]
+# Idempotent and quick when everything is present. Usage: install-system-deps.sh [test|demo|deploy|arm64]
 set -euo pipefail
 profile=${1:-test}
 # libsystemd-dev, pkg-config and gcc: systemd-python (sd_notify) builds from source in the venv.
@@ -14,6 +14,10 @@ fi
 if [ "$profile" = deploy ]; then
   # Real systemd hosts for the Ansible tests: debootstrap roots booted by systemd-nspawn.
   pkgs+=(debootstrap systemd-container openssh-client iproute2)
+fi
+if [ "$profile" = arm64 ]; then
+  # An arm64 Debian root run under qemu-user (make check-arm64).
+  pkgs+=(debootstrap qemu-user-static binfmt-support)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
