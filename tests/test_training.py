@@ -61,6 +61,17 @@ def test_train_then_export_gives_an_integer_only_model(tmp_path: Path) -> None:
     assert inspect_tflite(tmp_path / "float.tflite")["input"]["dtype"] == "float32"
 
 
+def test_missing_teacher_is_named_before_any_work(tmp_path: Path) -> None:
+    py = _train_python()
+    r = subprocess.run(
+        [str(py), "-m", "edgeemo.training.train", "--out", str(tmp_path / "run"),
+         "--teacher", str(tmp_path / "gone.pt")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and "gone.pt: no such checkpoint" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_augmentation_keeps_shape_and_range() -> None:
     py = _train_python()
     code = (

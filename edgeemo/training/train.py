@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher-views", type=int, default=12, help="views per image the teacher labels")
     p.add_argument("--teacher-weight", type=float, default=0.7, help="teacher's share of the target")
     a = p.parse_args(argv)
+    for t in a.teacher or []:
+        if not t.is_file():
+            p.error(f"--teacher {t}: no such checkpoint (a model.pt written by this script)")
+    if a.teacher_views < 1 or not 0 <= a.teacher_weight <= 1:
+        p.error("--teacher-views must be at least 1 and --teacher-weight between 0 and 1")
 
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
