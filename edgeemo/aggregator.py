@@ -70,7 +70,8 @@ class CameraAggregator:
             **extra,
         }
 
-    def update(self, ts: float, seen: list[Observation], ended: list[Track]) -> list[dict]:
+    def observe(self, ts: float, seen: list[Observation], ended: list[Track]) -> list[dict]:
+        """One frame's observations and the tracks that ended with it → the events it causes."""
         events: list[dict] = []
         for ob in seen:
             w = self._weight(ob.score, ob.size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgeemo.inference import ModelError, TFLiteModel
+from edgeemo.backends import Model, ModelError
 from edgeemo.modelstore import Manifest
 
 
@@ -26,7 +26,7 @@ def square_crop(frame: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray
 
 
 class EmotionClassifier:
-    def __init__(self, model: TFLiteModel, manifest: Manifest, margin: float = 0.1) -> None:
+    def __init__(self, model: Model, manifest: Manifest, margin: float = 0.1) -> None:
         if not manifest.labels:
             raise ModelError(f"manifest {manifest.name!r} names no labels")
         n_out = model.outputs[0].shape[-1]

@@ -6,27 +6,20 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from edgeemo import __version__
-from edgeemo.config import (
-    EXIT_CONFIG,
-    ConfigError,
-    EmotionConfig,
-    guess_source_kind,
-    load_yaml,
-    parse_config,
-)
-from edgeemo.inference import AcceleratorUnavailable, ModelError
-from edgeemo.outbox import OutboxError
-from edgeemo.sources import SourceError
+from edgeemo.backends import BACKENDS
+from edgeemo.config import ConfigError, EmotionConfig, load_yaml, parse_config
+from edgeemo.errors import EdgeemoError, ModelError
+from edgeemo.sources import default_name
 
 log = logging.getLogger("edgeemo")
 EMOTION_DEFAULT = EmotionConfig().model
+BACKEND_HELP = "; ".join(f"{name}: {b.description}" for name, b in BACKENDS.items())
 
 
 def setup_logging(level: str) -> None:
@@ -63,25 +56,6 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
     return out
 
 
-def camera_name(source: str, taken: set[str]) -> str:
-    kind = guess_source_kind(source)
-    if kind == "rtsp":
-        p = urlsplit(source)
-        base = f"{p.hostname or 'camera'}{p.path}"
-    elif kind == "file":
-        base = Path(source).stem
-    elif kind == "v4l2":
-        base = Path(source).name if source.startswith("/dev/") else f"video{source}"
-    else:
-        base = "picamera"
-    name = re.sub(r"[^A-Za-z0-9_]+", "_", base).strip("_")[:48] or "camera"
-    unique, n = name, 2
-    while unique in taken:
-        unique, n = f"{name}_{n}", n + 1
-    taken.add(unique)
-    return unique
-
-
 def build_config(args: argparse.Namespace):
     data: dict[str, Any] = {}
     origin = "command line"
@@ -92,7 +66,7 @@ def build_config(args: argparse.Namespace):
         origin = args.config
     if args.source:
         taken: set[str] = set()
-        data["cameras"] = [{"name": camera_name(s, taken), "source": s} for s in args.source]
+        data["cameras"] = [{"name": default_name(s, taken), "source": s} for s in args.source]
     if args.mqtt:
         data["mqtt"] = {**(data.get("mqtt") or {}), **parse_mqtt_url(args.mqtt)}
     if args.state_dir:
@@ -124,24 +98,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
-    from edgeemo.classifier import EmotionClassifier
-    from edgeemo.config import Config, DetectorConfig
-    from edgeemo.detector import FaceDetector
-    from edgeemo.modelstore import default_models_dir, open_model, resolve
+    from edgeemo.analyzer import FaceModels
+    from edgeemo.config import DetectorConfig, InferenceConfig
+    from edgeemo.modelstore import default_models_dir
 
-    base = Config.model_validate(
-        {"cameras": [{"name": "cli", "source": "cli"}], "inference": {"backend": args.backend}}
+    models = FaceModels.from_settings(
+        Path(args.models_dir) if args.models_dir else default_models_dir(),
+        DetectorConfig(
+            model=args.detector,
+            edgetpu_model=args.detector_edgetpu,
+            **({"score_threshold": args.threshold} if args.threshold else {}),
+        ),
+        EmotionConfig(model=args.emotion_model),
+        InferenceConfig(backend=args.backend),
     )
-    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
-    dcfg = DetectorConfig(
-        model=args.detector,
-        edgetpu_model=args.detector_edgetpu,
-        **({"score_threshold": args.threshold} if args.threshold else {}),
-    )
-    dm = resolve(dcfg.model, models_dir, "face_detection", dcfg.edgetpu_model)
-    em = resolve(args.emotion_model, models_dir, "emotion")
-    detector = FaceDetector(open_model(dm, base.inference, "detector"), dm.manifest, dcfg)
-    classifier = EmotionClassifier(open_model(em, base.inference, "emotion model"), em.manifest)
     failed = 0
     for path in args.images:
         img = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -151,17 +121,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"image": path, "error": "not a readable image", "faces": []}))
             continue
-        dets = detector.detect(img)
-        probs = classifier.classify(img, [d.box for d in dets])
-        faces = [
-            {
-                "box": [round(float(v)) for v in d.box],
-                "score": round(d.score, 3),
-                "emotion": classifier.labels[int(p.argmax())],
-                "scores": {label: round(float(v), 4) for label, v in zip(classifier.labels, p, strict=True)},
-            }
-            for d, p in zip(dets, probs, strict=True)
-        ]
+        faces = models.analyse_image(img)
         if args.json:
             print(json.dumps({"image": path, "faces": faces}), flush=True)
         else:
@@ -173,40 +133,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edgeemo import evaluate as ev
-    from edgeemo.classifier import EmotionClassifier
-    from edgeemo.config import DetectorConfig, EmotionConfig, InferenceConfig
-    from edgeemo.modelstore import default_models_dir, open_model, resolve
+    from edgeemo.analyzer import FaceModels, open_classifier, open_detector, resolve_detector, resolve_emotion
+    from edgeemo.config import DetectorConfig, InferenceConfig
+    from edgeemo.modelstore import default_models_dir
+    from edgeemo.tools import evaluate as ev
 
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
     inference = InferenceConfig(backend=args.backend, threads=args.threads)
-    try:
-        images, labels = ev.load_npz(Path(args.data), args.labels)
-        em = resolve(args.model, models_dir, "emotion")
-        classifier = EmotionClassifier(
-            open_model(em, inference, "emotion model"), em.manifest, EmotionConfig().crop_margin
-        )
-        probs = ev.predict(classifier, images)
-        report: dict[str, Any] = ev.scores(labels, probs.argmax(1))
-        report |= {"model": em.manifest.name, "file": str(em.cpu_file), "labels_from": args.labels}
-        report["ms_per_face"] = round(ev.ms_per_face(classifier, images), 3)
-        if args.robustness:
-            report["robustness"] = ev.robustness(classifier, images, labels)
-        if args.photos:
-            from edgeemo.detector import FaceDetector
-
-            dcfg = DetectorConfig(model=args.detector)
-            dm = resolve(dcfg.model, models_dir, "face_detection")
-            detector = FaceDetector(open_model(dm, inference, "detector"), dm.manifest, dcfg)
-            report["photos"] = {"detector": args.detector} | ev.photos_end_to_end(
-                detector.detect, classifier, Path(args.photos)
-            )
-        if args.plot:
-            title = f"{em.manifest.name} on {Path(args.data).name} ({args.labels} labels)"
-            ev.plot_confusion(report["confusion"], Path(args.plot), title)
-    except ev.EvalError as e:
-        print(f"edgeemo: eval: {e}", file=sys.stderr)
-        return 2
+    images, labels = ev.load_npz(Path(args.data), args.labels)
+    ecfg, dcfg = EmotionConfig(model=args.model), DetectorConfig(model=args.detector)
+    em = resolve_emotion(ecfg, models_dir)
+    classifier = open_classifier(em, ecfg, inference)
+    probs = ev.predict(classifier, images)
+    report: dict[str, Any] = ev.scores(labels, probs.argmax(1))
+    report |= {"model": em.manifest.name, "file": str(em.cpu_file), "labels_from": args.labels}
+    report["ms_per_face"] = round(ev.ms_per_face(classifier, images), 3)
+    if args.robustness:
+        report["robustness"] = ev.robustness(classifier, images, labels)
+    if args.photos:
+        # The detector is needed (and must be installed) only for --photos.
+        models = FaceModels(open_detector(resolve_detector(dcfg, models_dir), dcfg, inference), classifier)
+        report["photos"] = {"detector": args.detector} | ev.photos_end_to_end(models, Path(args.photos))
+    if args.plot:
+        title = f"{em.manifest.name} on {Path(args.data).name} ({args.labels} labels)"
+        ev.plot_confusion(report["confusion"], Path(args.plot), title)
     if args.json:
         print(json.dumps(report))
     else:
@@ -227,8 +177,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import tempfile
 
-    from edgeemo import bench
     from edgeemo.modelstore import default_models_dir
+    from edgeemo.tools import bench
 
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
     cameras = [int(n) for n in args.cameras.split(",") if n.strip()]
@@ -267,7 +217,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
     if args.action == "inspect":
-        from edgeemo.modelcheck import inspect_tflite
+        from edgeemo.tools.modelcheck import inspect_tflite
 
         if not args.file:
             raise ModelError("models inspect: name a .tflite file")
@@ -284,7 +234,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edgeemo.demo import run_demo
+    from edgeemo.tools.demo import run_demo
 
     return run_demo(args.seconds)
 
@@ -318,7 +268,7 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--detector-edgetpu", help="Edge TPU compiled detector (with --backend edgetpu)")
     d.add_argument("--emotion-model", default=EMOTION_DEFAULT)
     d.add_argument("--threshold", type=float, help="detector score threshold")
-    d.add_argument("--backend", choices=["cpu", "edgetpu"], default="cpu")
+    d.add_argument("--backend", choices=list(BACKENDS), default="cpu", help=BACKEND_HELP)
     d.add_argument("--models-dir")
     d.set_defaults(func=cmd_detect)
 
@@ -340,7 +290,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--photos", help="also run detector + model end to end on a folder with labels.csv")
     e.add_argument("--detector", default="short_range", help="detector for --photos")
-    e.add_argument("--backend", choices=["cpu", "edgetpu"], default="cpu")
+    e.add_argument("--backend", choices=list(BACKENDS), default="cpu", help=BACKEND_HELP)
     e.add_argument("--threads", type=int, default=1, help="inference threads (1 = the per-face figure)")
     e.add_argument("--models-dir")
     e.set_defaults(func=cmd_eval)
@@ -377,20 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging("WARNING")
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"edgeemo: config error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except AcceleratorUnavailable as e:
-        print(f"edgeemo: {e}", file=sys.stderr)
-        return 1
-    except ModelError as e:
-        print(f"edgeemo: model error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except OutboxError as e:
-        print(f"edgeemo: {e}", file=sys.stderr)
-        return 1
-    except SourceError as e:
-        print(f"edgeemo: source error: {e}", file=sys.stderr)
-        return 1
+    except EdgeemoError as e:
+        print(f"edgeemo: {e.prefix}{e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130

@@ -1,12 +1,11 @@
 """Typed configuration: YAML in, validated model out, errors an operator can act on.
 
 Unknown keys are rejected everywhere (``extra="forbid"``) so a typo never silently turns
-into a default. Secrets are never read from the YAML: see :mod:`edgeemo.secrets`.
+into a default. Secrets are never read from the YAML: see :mod:`edgeemo.credentials`.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -14,13 +13,15 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps it from restart-looping
+from edgeemo.backends import BACKENDS
+from edgeemo.errors import ConfigError
+from edgeemo.sources import SOURCES, guess_kind
+
+# Choices derived from the plug-in tables, so a new backend or source kind is one row there.
+BackendName = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]
+SourceType = Literal[("auto", *SOURCES)]  # type: ignore[valid-type]
 
 NAME_RE = r"^[A-Za-z0-9_-]{1,64}$"  # safe in MQTT topics and HA object ids
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased for the operator (one line per problem)."""
 
 
 class _Strict(BaseModel):
@@ -87,7 +88,7 @@ class EmotionConfig(_Strict):
 
 
 class InferenceConfig(_Strict):
-    backend: Literal["cpu", "edgetpu"] = "cpu"
+    backend: BackendName = "cpu"  # type: ignore[valid-type]
     fallback: Literal["cpu", "none"] = Field(
         "cpu", description="when the Edge TPU cannot be used: run on the CPU or stop"
     )
@@ -115,7 +116,7 @@ class AggregatorConfig(_Strict):
 class CameraConfig(_Strict):
     name: str = Field(pattern=NAME_RE)
     source: str = Field(description="rtsp://…, a video/image file, /dev/videoN or picamera2")
-    type: Literal["auto", "file", "rtsp", "v4l2", "picamera2"] = "auto"
+    type: SourceType = "auto"  # type: ignore[valid-type]
     enabled: bool = True
     detect_fps: float = Field(5.0, gt=0, le=120, description="frames analysed per second")
     loop: bool = Field(False, description="file sources: start again at the end")
@@ -133,7 +134,7 @@ class CameraConfig(_Strict):
 
     @property
     def kind(self) -> str:
-        return self.type if self.type != "auto" else guess_source_kind(self.source)
+        return self.type if self.type != "auto" else guess_kind(self.source)
 
 
 class DeviceConfig(_Strict):
@@ -188,18 +189,6 @@ class Config(_Strict):
 
     def detector_for(self, cam: CameraConfig) -> DetectorConfig:
         return cam.detector or self.detector
-
-
-def guess_source_kind(source: str) -> str:
-    s = source.strip()
-    scheme = urlsplit(s).scheme.lower()
-    if scheme in ("rtsp", "rtsps", "rtmp", "http", "https"):
-        return "rtsp"
-    if s == "picamera2" or scheme == "picamera2":
-        return "picamera2"
-    if s.startswith("/dev/video") or re.fullmatch(r"\d+", s):
-        return "v4l2"
-    return "file"
 
 
 def redact_url(url: str) -> str:

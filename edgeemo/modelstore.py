@@ -22,8 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgeemo.backends import BACKENDS, AcceleratorUnavailable, Model, ModelError, backend_module
 from edgeemo.config import InferenceConfig
-from edgeemo.inference import AcceleratorUnavailable, ModelError, TFLiteModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class Manifest(BaseModel):
     input: InputSpec
     labels: list[str] | None = None
     output: Literal["probabilities", "logits"] = "probabilities"
+    decoder: str | None = Field(
+        None, description="face detectors: the edgeemo.detectors module that reads it"
+    )
     anchors: AnchorSpec | None = None
     edgetpu_file: str | None = None
     metrics: dict[str, float | str] = {}
@@ -98,18 +101,25 @@ def sha256_of(path: Path) -> str:
 
 
 class ResolvedModel:
-    """A manifest plus the concrete files for the CPU and (optionally) the Edge TPU."""
+    """A manifest plus the concrete file for each backend that has its own (the CPU file always)."""
 
-    def __init__(self, manifest: Manifest, cpu_file: Path, edgetpu_file: Path | None) -> None:
+    def __init__(self, manifest: Manifest, files: dict[str, Path]) -> None:
         self.manifest = manifest
-        self.cpu_file = cpu_file
-        self.edgetpu_file = edgetpu_file
+        self.files = files
+
+    @property
+    def cpu_file(self) -> Path:
+        return self.files["cpu"]
 
 
 def resolve(
-    name_or_path: str, models_dir: Path, task: str, edgetpu_override: str | None = None
+    name_or_path: str, models_dir: Path, task: str, overrides: dict[str, str | None] | None = None
 ) -> ResolvedModel:
-    """Find a model by built-in name or by path; its manifest tells how to use it."""
+    """Find a model by built-in name or by path; its manifest tells how to use it.
+
+    ``overrides``: backend → a file of the model compiled for it (config ``edgetpu_model``);
+    otherwise a backend's twin is the manifest's ``<backend>_file`` or ``<stem><twin suffix>``
+    beside the CPU file, where present."""
     known = catalog()
     if name_or_path in known:
         manifest = known[name_or_path]
@@ -136,39 +146,43 @@ def resolve(
             ) from None
     if manifest.task != task:
         raise ModelError(f"model {name_or_path!r} is a {manifest.task} model, not {task}")
-    edgetpu: Path | None = None
-    if edgetpu_override:
-        edgetpu = Path(edgetpu_override).expanduser()
-    else:
-        twin = manifest.edgetpu_file or f"{Path(manifest.file).stem}_edgetpu.tflite"
-        if (cpu_file.parent / twin).is_file():
-            edgetpu = cpu_file.parent / twin
-    return ResolvedModel(manifest, cpu_file, edgetpu)
+    files = {"cpu": cpu_file}
+    for name, backend in BACKENDS.items():
+        override = (overrides or {}).get(name)
+        if override:
+            files[name] = Path(override).expanduser()
+        elif backend.twin_suffix:
+            twin = (
+                getattr(manifest, f"{name}_file", None) or f"{Path(manifest.file).stem}{backend.twin_suffix}"
+            )
+            if (cpu_file.parent / twin).is_file():
+                files[name] = cpu_file.parent / twin
+    return ResolvedModel(manifest, files)
 
 
-def open_model(model: ResolvedModel, inference: InferenceConfig, what: str) -> TFLiteModel:
-    """Open on the configured backend; an unusable Edge TPU falls back to the CPU if allowed."""
-    if inference.backend == "edgetpu":
-        if model.edgetpu_file is None:
+def open_model(model: ResolvedModel, inference: InferenceConfig, what: str) -> Model:
+    """Open on the configured backend; an unusable accelerator falls back to the CPU if allowed."""
+    name = inference.backend
+    backend = BACKENDS[name]
+    if name != "cpu":
+        module = backend_module(name)
+        path = model.files.get(name) if backend.twin_suffix else model.cpu_file
+        if path is None:
             problem = (
-                f"{what}: no Edge TPU compiled model for {model.manifest.name!r} "
-                f"(expected {model.cpu_file.stem}_edgetpu.tflite beside it, or set edgetpu_model)"
+                f"{what}: no {name} compiled model for {model.manifest.name!r} (expected "
+                f"{model.cpu_file.stem}{backend.twin_suffix} beside it, or set {name}_model)"
             )
             # Normal for models the Edge TPU compiler cannot map (e.g. fer's): CPU beside the TPU.
             log.info("%s; running it on the CPU", problem)
         else:
             try:
-                return load_model(
-                    model.edgetpu_file,
-                    "edgetpu",
-                    threads=inference.threads,
-                    device=inference.edgetpu_device,
-                )
+                return module.load(path, **module.options(inference))
             except AcceleratorUnavailable as e:
-                if inference.fallback != "cpu":
+                if not backend.accelerator or inference.fallback != "cpu":
                     raise AcceleratorUnavailable(f"{what}: {e}") from None
                 log.warning("%s: %s — falling back to the CPU model %s", what, e, model.cpu_file.name)
-    return load_model(model.cpu_file, "cpu", threads=inference.threads)
+    cpu = backend_module("cpu")
+    return cpu.load(model.cpu_file, **cpu.options(inference))
 
 
 # --- fetching -------------------------------------------------------------------------------

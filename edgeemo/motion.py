@@ -54,7 +54,7 @@ class MotionGate:
     def _changed(self, a: np.ndarray, b: np.ndarray, share: float) -> bool:
         return float((cv2.absdiff(a, b) > self.cfg.threshold).mean()) >= share
 
-    def static(self, image: np.ndarray, ts: float, faces: dict[int, np.ndarray] | None = None) -> bool:
+    def unchanged(self, image: np.ndarray, ts: float, faces: dict[int, np.ndarray] | None = None) -> bool:
         """True if this frame may be skipped. ``faces``: the tracked faces, id → box.
 
         When this returns False the caller analyses the frame and then calls ``analysed``.

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeemo.errors import OutboxError
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
@@ -25,10 +27,6 @@ CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('dropped', 0);
 """
-
-
-class OutboxError(Exception):
-    """The outbox database cannot be opened or written; the message names the file."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeemo.config import TrackerConfig
-from edgeemo.detector import Detection, iou_matrix
+from edgeemo.detectors.base import Detection, iou_matrix
 
 
 @dataclass(eq=False)  # identity, not field equality (boxes are arrays)
@@ -30,7 +30,7 @@ class IoUTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def update(self, ts: float, dets: list[Detection]) -> tuple[list[tuple[Track, int]], list[Track]]:
+    def match(self, ts: float, dets: list[Detection]) -> tuple[list[tuple[Track, int]], list[Track]]:
         """Match detections to tracks. Returns ([(track, detection index)], ended tracks)."""
         matched: list[tuple[Track, int]] = []
         free = set(range(len(dets)))

@@ -20,7 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeemo.devtools import free_port, make_demo_clip, start_broker
+from edgeemo.tools.devtools import free_port, make_demo_clip, start_broker
 
 
 def rss_mb(pid: int) -> float:

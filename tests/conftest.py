@@ -16,9 +16,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeemo.devtools import astronaut_bgr, free_port, mosquitto_path, start_broker
 from edgeemo.modelstore import default_models_dir, fetch
-from edgeemo.pipeline import Sink
+from edgeemo.tools.devtools import astronaut_bgr, free_port, mosquitto_path, start_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEEMO_SHARED", ROOT.parent / "shared"))
@@ -71,17 +70,18 @@ def broker() -> Iterator[int]:
     proc.wait(5)
 
 
-class ListSink(Sink):
-    """Keeps a pipeline's events in memory (the pipeline tests' stand-in for the publisher)."""
+class ListSink:
+    """Keeps a camera loop's events and states in memory (the tests' stand-in for the publisher)."""
 
     def __init__(self) -> None:
         self.events: list[dict] = []
+        self.states: list[dict] = []
 
     def event(self, camera: str, event: dict) -> None:
         self.events.append(event)
 
     def state(self, camera: str, state: dict) -> None:
-        pass
+        self.states.append(state)
 
 
 class Recorder:

@@ -6,7 +6,7 @@ import numpy as np
 
 from edgeemo.aggregator import NO_FACE, CameraAggregator, Observation
 from edgeemo.config import AggregatorConfig, TrackerConfig
-from edgeemo.detector import Detection
+from edgeemo.detectors import Detection
 from edgeemo.tracker import IoUTracker
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -30,9 +30,9 @@ class Scene:
     def step(self, faces: list[tuple[list[float], np.ndarray]], score: float = 0.9) -> None:
         self.ts += 0.2
         dets = [Detection(np.array(box, np.float32), score) for box, _ in faces]
-        matched, ended = self.tracker.update(self.ts, dets)
+        matched, ended = self.tracker.match(self.ts, dets)
         obs = [Observation(t, faces[i][1], dets[i].score, dets[i].size) for t, i in matched]
-        self.events += self.agg.update(self.ts, obs, ended)
+        self.events += self.agg.observe(self.ts, obs, ended)
 
     def types(self) -> list[str]:
         return [e["event_type"] for e in self.events]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeemo.backends import AcceleratorUnavailable, ModelError, load_model
 from edgeemo.config import InferenceConfig
-from edgeemo.inference import AcceleratorUnavailable, ModelError, load_model
 from edgeemo.modelstore import ResolvedModel, open_model, resolve
 from tests.conftest import fresh_python, run_cli, shared_path
 
@@ -69,8 +69,8 @@ def test_compiled_model_on_cpu_is_explained() -> None:
 
 @pytest.mark.shared
 def test_edgetpu_falls_back_to_the_cpu_model(models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    rm = resolve("short_range", models_dir, "face_detection", str(shared_path(*EDGETPU_FACE)))
-    assert isinstance(rm, ResolvedModel) and rm.edgetpu_file is not None
+    rm = resolve("short_range", models_dir, "face_detection", {"edgetpu": str(shared_path(*EDGETPU_FACE))})
+    assert isinstance(rm, ResolvedModel) and rm.files.get("edgetpu") is not None
     model = open_model(rm, InferenceConfig(backend="edgetpu", fallback="cpu"), "camera x detector")
     assert model.backend == "cpu" and model.path == rm.cpu_file
     assert any("falling back to the CPU model" in r.message for r in caplog.records)
@@ -138,7 +138,7 @@ def test_run_with_missing_models_is_one_line(tmp_path: Path) -> None:
 
 def test_cpu_backend_does_not_import_the_edgetpu_module() -> None:
     code = (
-        "import sys; from edgeemo.inference import load_model; from pathlib import Path; "
-        "print('edgeemo.inference.edgetpu' in sys.modules)"
+        "import sys; from edgeemo.backends import load_model; from pathlib import Path; "
+        "print('edgeemo.backends.edgetpu' in sys.modules)"
     )
     assert fresh_python(code) == "False"

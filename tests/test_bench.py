@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from edgeemo import bench
+from edgeemo.tools import bench
 
 
 def test_clip_truth_matches_what_a_detector_finds(tmp_path: Path, models_dir: Path) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
-from edgeemo import secrets
-from edgeemo.cli import camera_name, parse_mqtt_url
-from edgeemo.config import EXIT_CONFIG, ConfigError, load_config, parse_config, redact_url
+from edgeemo import credentials
+from edgeemo.cli import parse_mqtt_url
+from edgeemo.config import Config, ConfigError, load_config, parse_config, redact_url
+from edgeemo.errors import EXIT_CONFIG
+from edgeemo.sources import default_name as camera_name
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,15 +25,32 @@ def check(path: Path) -> subprocess.CompletedProcess:
     return run_cli("check-config", str(path))
 
 
+def _option_paths(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted path, key) of every option in the config model, nested sections walked."""
+    out = []
+    for key, field in model.model_fields.items():
+        path = f"{prefix}{key}"
+        out.append((path, key))
+        for sub in _models_in(field.annotation):
+            out += _option_paths(sub, f"{path}.")
+    return out
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
 def test_example_config_is_valid_and_documents_every_option() -> None:
     cfg = load_config(EXAMPLE)
     assert [c.name for c in cfg.cameras] == ["front_door", "hallway", "desk", "recording"]
     assert [c.kind for c in cfg.cameras] == ["rtsp", "picamera2", "v4l2", "file"]
     text = EXAMPLE.read_text()
-    for section in ("device", "mqtt", "inference", "detector", "emotion", "tracker", "aggregator"):
-        model = type(getattr(cfg, section))
-        for key in model.model_fields:
-            assert f"  {key}:" in text, f"{section}.{key} is not documented in the example config"
+    undocumented = [
+        path for path, key in _option_paths(Config) if not re.search(rf"^\s*(- )?#?\s*{key}:", text, re.M)
+    ]
+    assert not undocumented, f"not documented in the example config: {undocumented}"
     r = check(EXAMPLE)
     assert r.returncode == 0, r.stderr
     assert "4 camera(s)" in r.stdout
@@ -87,12 +109,12 @@ def test_run_with_bad_config_stops_before_touching_a_camera(tmp_path: Path) -> N
 def test_secrets_come_from_env_or_credentials_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CAM_PW", raising=False)
     with pytest.raises(ConfigError, match=r"\$\{CAM_PW\} is not set"):
-        secrets.expand("rtsp://u:${CAM_PW}@h/s", "cameras.a.source")
+        credentials.expand("rtsp://u:${CAM_PW}@h/s", "cameras.a.source")
     (tmp_path / "cam_pw").write_text("s3cret\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    assert secrets.expand("rtsp://u:${CAM_PW}@h/s", "x") == "rtsp://u:s3cret@h/s"
+    assert credentials.expand("rtsp://u:${CAM_PW}@h/s", "x") == "rtsp://u:s3cret@h/s"
     monkeypatch.setenv("CAM_PW", "fromenv")
-    assert secrets.expand("${CAM_PW}", "x") == "fromenv"
+    assert credentials.expand("${CAM_PW}", "x") == "fromenv"
 
 
 def test_redact_url_hides_passwords() -> None:

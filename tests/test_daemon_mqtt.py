@@ -12,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.publish as mqtt_publish
 import pytest
 
-from edgeemo.devtools import free_port, make_demo_clip, start_broker, wait_port
+from edgeemo.tools.devtools import free_port, make_demo_clip, start_broker, wait_port
 from tests import ha_schema
 from tests.conftest import DaemonProcess, Recorder
 

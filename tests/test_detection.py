@@ -10,18 +10,19 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeemo.classifier import EmotionClassifier, square_crop
-from edgeemo.config import DetectorConfig, InferenceConfig
-from edgeemo.detector import FaceDetector, iou_matrix, ssd_anchors, weighted_nms
-from edgeemo.modelstore import AnchorSpec, catalog, open_model, resolve, sha256_of
+from edgeemo.analyzer import open_classifier, open_detector, resolve_detector, resolve_emotion
+from edgeemo.classifier import square_crop
+from edgeemo.config import DetectorConfig, EmotionConfig, InferenceConfig
+from edgeemo.detectors import FaceDetector, iou_matrix
+from edgeemo.detectors.base import weighted_nms
+from edgeemo.detectors.blazeface import ssd_anchors
+from edgeemo.modelstore import AnchorSpec, catalog, sha256_of
 from tests.conftest import run_cli, shared_path
 
 
 def detector(models_dir: Path, name: str, **kw: float) -> FaceDetector:
-    m = resolve(name, models_dir, "face_detection")
-    return FaceDetector(
-        open_model(m, InferenceConfig(), "test"), m.manifest, DetectorConfig(model=name, **kw)
-    )
+    cfg = DetectorConfig(model=name, **kw)
+    return open_detector(resolve_detector(cfg, models_dir), cfg, InferenceConfig())
 
 
 def test_anchor_layout_matches_the_models(models_dir: Path) -> None:
@@ -103,8 +104,8 @@ def test_dlib_faces_recall_and_no_face_on_dogs(models_dir: Path) -> None:
 @pytest.mark.shared
 def test_classifier_batches_match_single_crops(models_dir: Path) -> None:
     data = np.load(shared_path("data", "fer2013", "publictest.npz"))
-    m = resolve("fer_mini_xception", models_dir, "emotion")
-    clf = EmotionClassifier(open_model(m, InferenceConfig(), "t"), m.manifest)
+    cfg = EmotionConfig(model="fer_mini_xception")
+    clf = open_classifier(resolve_emotion(cfg, models_dir), cfg, InferenceConfig())
     crops = list(data["images"][:16])
     batched = clf.classify_crops(crops)
     single = np.concatenate([clf.classify_crops([c]) for c in crops])

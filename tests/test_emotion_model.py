@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import fresh_python, run_cli, shared_path
 
+from edgeemo.backends import AcceleratorUnavailable
 from edgeemo.config import EmotionConfig, InferenceConfig
-from edgeemo.inference import AcceleratorUnavailable
-from edgeemo.modelcheck import inspect_tflite
 from edgeemo.modelstore import catalog, open_model, resolve, sha256_of
+from edgeemo.tools.modelcheck import inspect_tflite
 
 OWN = "edgeemo_fer_int8"
 EDGETPU_FACE = ("models", "edgetpu", "face-detector-quantized_edgetpu.tflite")
@@ -49,7 +49,7 @@ def test_edgetpu_backend_picks_the_compiled_twin(models_dir: Path, tmp_path: Pat
     shutil.copy(models_dir / f"{OWN}.tflite", tmp_path)
     shutil.copy(shared_path(*EDGETPU_FACE), tmp_path / f"{OWN}_edgetpu.tflite")
     rm = resolve(OWN, tmp_path, "emotion")
-    assert rm.edgetpu_file == tmp_path / f"{OWN}_edgetpu.tflite"
+    assert rm.files.get("edgetpu") == tmp_path / f"{OWN}_edgetpu.tflite"
     with pytest.raises(AcceleratorUnavailable, match="emotion model"):
         open_model(rm, InferenceConfig(backend="edgetpu", fallback="none"), "emotion model")
     cpu = open_model(rm, InferenceConfig(backend="edgetpu", fallback="cpu"), "emotion model")
@@ -128,7 +128,7 @@ def test_eval_on_a_file_that_is_not_npz(tmp_path: Path) -> None:
 
 def test_the_daemon_never_imports_a_training_framework() -> None:
     code = (
-        "import sys, edgeemo.cli, edgeemo.daemon, edgeemo.evaluate, edgeemo.modelcheck; "
+        "import sys, edgeemo.cli, edgeemo.daemon, edgeemo.tools.evaluate, edgeemo.tools.modelcheck; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'litert_torch', 'jax')))"
     )
     assert fresh_python(code) == "[]"

@@ -20,18 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, ListSink, Recorder, run_cli
+from conftest import ROOT, Recorder, run_cli
 
-from edgeemo.aggregator import CameraAggregator
-from edgeemo.classifier import EmotionClassifier
-from edgeemo.config import CameraConfig, Config, ConfigError, load_config
-from edgeemo.detector import FaceDetector
-from edgeemo.devtools import free_port, make_demo_clip
-from edgeemo.modelstore import catalog, open_model, resolve
-from edgeemo.pipeline import CameraPipeline
-from edgeemo.sources import FrameQueue
+from edgeemo.analyzer import FrameAnalyzer
+from edgeemo.config import Config, ConfigError, load_config
+from edgeemo.modelstore import catalog
 from edgeemo.sources.base import frame_problem
-from edgeemo.tracker import IoUTracker
+from edgeemo.tools.devtools import free_port, make_demo_clip
 
 EXAMPLE = yaml.safe_load((ROOT / "config" / "edgeemo.example.yaml").read_text())
 WEIRD = [
@@ -134,15 +129,7 @@ def _hostile_frames(rng: np.random.Generator) -> list[object]:
 
 def test_malformed_frames_are_rejected_or_processed_never_raise(models_dir: Path) -> None:
     cfg = Config.model_validate({"cameras": [{"name": "fuzz", "source": "x.mp4"}]})
-    dm = resolve(cfg.detector.model, models_dir, "face_detection")
-    em = resolve(cfg.emotion.model, models_dir, "emotion")
-    sink = ListSink()
-    pipeline = CameraPipeline(
-        CameraConfig(name="fuzz", source="x.mp4"), None, FrameQueue(),
-        FaceDetector(open_model(dm, cfg.inference, "d"), dm.manifest, cfg.detector),
-        EmotionClassifier(open_model(em, cfg.inference, "e"), em.manifest, cfg.emotion.crop_margin),
-        IoUTracker(cfg.tracker), CameraAggregator("fuzz", em.manifest.labels, cfg.aggregator), sink, 60.0,
-    )  # fmt: skip
+    analyzer = FrameAnalyzer.for_camera(cfg, "fuzz", models_dir)
     rejected = processed = 0
     for i, img in enumerate(_hostile_frames(np.random.default_rng(7))):
         problem = frame_problem(img)
@@ -150,7 +137,7 @@ def test_malformed_frames_are_rejected_or_processed_never_raise(models_dir: Path
             rejected += 1
             assert isinstance(problem, str) and problem
             continue
-        pipeline.process(img, 1000.0 + i)  # must not raise
+        analyzer.process(img, 1000.0 + i)  # must not raise
         processed += 1
     assert rejected >= 15 and processed >= 40
 

@@ -6,17 +6,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from conftest import ListSink
 
-from edgeemo.aggregator import CameraAggregator
-from edgeemo.classifier import EmotionClassifier
-from edgeemo.config import CameraConfig, Config, MotionConfig
-from edgeemo.detector import FaceDetector
-from edgeemo.devtools import astronaut_bgr, demo_frames
-from edgeemo.modelstore import open_model, resolve
+from edgeemo.analyzer import FrameAnalyzer
+from edgeemo.config import Config, MotionConfig
 from edgeemo.motion import MotionGate
-from edgeemo.pipeline import CameraPipeline
-from edgeemo.tracker import IoUTracker
+from edgeemo.tools.devtools import astronaut_bgr, demo_frames
 
 
 def _room(rng: np.random.Generator) -> np.ndarray:
@@ -26,7 +20,7 @@ def _room(rng: np.random.Generator) -> np.ndarray:
 
 def _check(gate: MotionGate, frame: np.ndarray, ts: float, faces: dict | None = None) -> bool:
     """What the pipeline does: ask the gate; if the frame is analysed, it becomes the reference."""
-    if gate.static(frame, ts, faces):
+    if gate.unchanged(frame, ts, faces):
         return False
     gate.analysed(frame, ts, faces)
     return True
@@ -68,7 +62,7 @@ def test_a_still_face_is_skipped_but_a_changed_expression_is_not() -> None:
     mouth[54:64, 28:52] = np.clip(mouth[54:64, 28:52].astype(np.int16) - 40, 0, 255).astype(np.uint8)
     whole = MotionGate(MotionConfig())  # the same frames with no face tracked: only the thumbnail
     whole.analysed(_with_face(rng, face), 0.0)
-    assert whole.static(_with_face(rng, mouth), 0.1)  # too small a change for the 64x48 thumbnail
+    assert whole.unchanged(_with_face(rng, mouth), 0.1)  # too small a change for the 64x48 thumbnail
     assert _check(gate, _with_face(rng, mouth), 1.0, {1: box})  # but the face patch sees it
     assert not _check(gate, _with_face(rng, mouth), 1.1, {1: box})
     assert _check(gate, _with_face(rng, mouth), 1.2, {2: box})  # another track: always analysed
@@ -86,30 +80,23 @@ def test_a_face_the_detector_missed_is_looked_for_again_unless_it_left() -> None
         gate.analysed(frame, 0.1, box, seen=set())  # the detector found nothing this time
         # Still there: a flicker, so analyse again rather than let the face age out unseen.
         # Gone: nothing to look for; the track ages out while the empty scene is skipped.
-        assert gate.static(frame, 0.2, box) is (not still_there)
+        assert gate.unchanged(frame, 0.2, box) is (not still_there)
 
 
 def _run(
     models_dir: Path, frames, gate: MotionGate | None, steady_every: int = 1
-) -> tuple[list[tuple], CameraPipeline, ListSink]:
-    """(event_type, track, emotion, ts) for frames at 5 fps, the pipeline and its sink."""
+) -> tuple[list[tuple], FrameAnalyzer, list[dict]]:
+    """(event_type, track, emotion, ts) for frames at 5 fps, the analyzer and its raw events."""
     cfg = Config.model_validate(
         {"cameras": [{"name": "c", "source": "x"}], "tracker": {"steady_every": steady_every}}
     )
-    dm = resolve(cfg.detector.model, models_dir, "face_detection")
-    em = resolve(cfg.emotion.model, models_dir, "emotion")
-    sink = ListSink()
-    pipe = CameraPipeline(
-        CameraConfig(name="c", source="x"), None, None,  # type: ignore[arg-type]
-        FaceDetector(open_model(dm, cfg.inference, "d"), dm.manifest, cfg.detector),
-        EmotionClassifier(open_model(em, cfg.inference, "e"), em.manifest, cfg.emotion.crop_margin),
-        IoUTracker(cfg.tracker), CameraAggregator("c", em.manifest.labels or [], cfg.aggregator),
-        sink, 60.0, gate,
-    )  # fmt: skip
+    analyzer = FrameAnalyzer.for_camera(cfg, "c", models_dir)
+    analyzer.gate = gate  # the test's own gate (or none), to count what it skipped
+    raw: list[dict] = []
     for i, frame in enumerate(frames):
-        pipe.process(frame, 1000.0 + i / 5)
-    events = [(e["event_type"], e["track_id"], e["emotion"], round(e["ts"], 1)) for e in sink.events]
-    return events, pipe, sink
+        raw += analyzer.process(frame, 1000.0 + i / 5).events
+    events = [(e["event_type"], e["track_id"], e["emotion"], round(e["ts"], 1)) for e in raw]
+    return events, analyzer, raw
 
 
 def _events(models_dir: Path, gate: MotionGate | None, steady_every: int = 1) -> tuple[list[tuple], int]:
@@ -139,9 +126,9 @@ def _sitting(seconds: float = 14.0, fps: int = 5) -> list[np.ndarray]:
 
 def test_someone_sitting_still_is_not_reanalysed_and_events_do_not_change(models_dir: Path) -> None:
     frames = _sitting()
-    without, pipe0, sink0 = _run(models_dir, frames, None)
+    without, pipe0, raw0 = _run(models_dir, frames, None)
     gate = MotionGate(MotionConfig())
-    with_gate, pipe, sink = _run(models_dir, frames, gate)
+    with_gate, pipe, raw = _run(models_dir, frames, gate)
     assert [e[0] for e in without] == ["face_entered", "face_entered", "face_left", "face_left"]
     assert with_gate == without
     # Most frames of the still face were skipped (analysed every max_skip_s, 2 s); the frames
@@ -149,7 +136,7 @@ def test_someone_sitting_still_is_not_reanalysed_and_events_do_not_change(models
     assert pipe0.skipped == 0 and gate.skipped >= 35
     assert len(frames) - pipe.skipped <= 30
     # The smoothed scores, and the visit's dominant emotion, are what analysing every frame gives.
-    for e0, e in zip(sink0.events, sink.events, strict=True):
+    for e0, e in zip(raw0, raw, strict=True):
         assert max(abs(e0["scores"][k] - e["scores"][k]) for k in e0["scores"]) < 0.02, (e0, e)
         assert e0.get("dominant_emotion") == e.get("dominant_emotion")
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import DaemonProcess, Recorder
 
-import edgeemo.daemon
 from edgeemo import notify
 from edgeemo.config import parse_config
 from edgeemo.daemon import Daemon
-from edgeemo.devtools import free_port, make_demo_clip, mosquitto_path, wait_port
+from edgeemo.tools.devtools import free_port, make_demo_clip, mosquitto_path, wait_port
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +142,6 @@ def test_notify_socket_ready_status_watchdog_and_a_frozen_camera(
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # ping every 0.5 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    monkeypatch.setattr(edgeemo.daemon, "STUCK_AFTER_S", 2)
     cfg = parse_config(
         {
             "mqtt": {"host": "127.0.0.1", "port": broker},
@@ -154,6 +152,7 @@ def test_notify_socket_ready_status_watchdog_and_a_frozen_camera(
         "test",
     )
     d = Daemon(cfg)
+    d.health.stuck_after_s = 2
     runner = threading.Thread(target=d.run, kwargs={"install_signals": False})
     gate = threading.Event()  # to freeze the camera loop inside inference, as a hung model would
     runner.start()
@@ -163,9 +162,9 @@ def test_notify_socket_ready_status_watchdog_and_a_frozen_camera(
         assert any(m.startswith("STATUS=") and "loop" in m and "fps" in m for m in first), first
         assert first.count("WATCHDOG=1") >= 3
 
-        pipeline = d.cameras[0].pipeline
-        detect = pipeline.detector.detect
-        monkeypatch.setattr(pipeline.detector, "detect", lambda img: (gate.wait(), detect(img))[1])
+        detector = d.cameras[0].loop.analyzer.models.detector
+        detect = detector.detect
+        monkeypatch.setattr(detector, "detect", lambda img: (gate.wait(), detect(img))[1])
         _notifications(sock, 3.0)  # the loop is now stuck; give it STUCK_AFTER_S to count as hung
         frozen = _notifications(sock, 2.0)
         assert "WATCHDOG=1" not in frozen, frozen

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from edgeemo.config import CameraConfig
-from edgeemo.devtools import make_demo_clip
 from edgeemo.sources import CameraReader, Frame, FrameQueue, Source, SourceError, make_source
 from edgeemo.sources.base import frame_problem
 from edgeemo.sources.file import FileSource
 from edgeemo.sources.rtsp import RTSPSource
+from edgeemo.tools.devtools import make_demo_clip
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from edgeemo.config import EXIT_CONFIG
+from edgeemo.errors import EXIT_CONFIG
 
 UNIT = ROOT / "systemd" / "edgeemo.service"
 

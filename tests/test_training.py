@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, shared_path
 
-from edgeemo.modelcheck import inspect_tflite
+from edgeemo.tools.modelcheck import inspect_tflite
 
 TRAIN_PY = Path(os.environ.get("TRAIN_PY", ROOT / ".venv-train" / "bin" / "python"))
 

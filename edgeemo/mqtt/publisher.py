@@ -89,8 +89,18 @@ class Publisher:
         self._client = c
 
     @property
-    def where(self) -> str:
+    def broker(self) -> str:
+        """host:port, for logs."""
         return f"{self.cfg.host}:{self.cfg.effective_port}"
+
+    def is_connected(self) -> bool:
+        return self.connected.is_set()
+
+    def outbox_pending(self) -> int:
+        return self.outbox.count()
+
+    def outbox_dropped(self) -> int:
+        return self.outbox.dropped
 
     def start(self) -> None:
         self._client.connect_async(self.cfg.host, self.cfg.effective_port, self.cfg.keepalive_s)
@@ -131,15 +141,15 @@ class Publisher:
                     log.error(
                         "MQTT broker %s refused the credentials (%s) for user %r: check "
                         "mqtt.username and EDGEEMO_MQTT_PASSWORD / credential mqtt_password",
-                        self.where,
+                        self.broker,
                         reason,
                         self.cfg.username,
                     )
                     self._auth_warned = True
             else:
-                log.warning("MQTT broker %s refused the connection: %s", self.where, reason)
+                log.warning("MQTT broker %s refused the connection: %s", self.broker, reason)
             return
-        log.info("MQTT connected to %s", self.where)
+        log.info("MQTT connected to %s", self.broker)
         self._connected_at = time.monotonic()
         self._auth_warned = False
         client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
@@ -150,7 +160,9 @@ class Publisher:
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if self.connected.is_set() and not self._stopping:
             log.warning(
-                "MQTT connection to %s lost (%s); reconnecting, events wait in the outbox", self.where, reason
+                "MQTT connection to %s lost (%s); reconnecting, events wait in the outbox",
+                self.broker,
+                reason,
             )
         self.connected.clear()
 

@@ -12,13 +12,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeemo.errors import SourceError
+
+__all__ = [
+    "END",
+    "CameraReader",
+    "EndOfStream",
+    "Frame",
+    "FrameQueue",
+    "Source",
+    "SourceError",
+    "frame_problem",
+]
+
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 8192 * 8192  # larger than any camera; beyond this a frame is treated as corrupt
-
-
-class SourceError(Exception):
-    """The source cannot deliver frames now (unreachable, stream broke); retried with backoff."""
 
 
 @dataclass
@@ -67,11 +76,15 @@ def frame_problem(img: object) -> str | None:
 
 
 class FrameQueue:
-    """Bounded queue: real time wins over completeness, the oldest frame is dropped."""
+    """Bounded queue: real time wins over completeness, the oldest frame is dropped.
+
+    The producer ``close``s it when its source has ended for good; the consumer then gets
+    what is left and after that :data:`END`, so it never needs to ask the producer."""
 
     def __init__(self, depth: int = 2) -> None:
         self._q: deque[Frame] = deque(maxlen=depth)
         self._cv = threading.Condition()
+        self._closed = False
         self.dropped = 0
 
     def put(self, frame: Frame) -> None:
@@ -81,11 +94,26 @@ class FrameQueue:
             self._q.append(frame)
             self._cv.notify()
 
-    def get(self, timeout: float) -> Frame | None:
+    def close(self) -> None:
         with self._cv:
-            if not self._q:
+            self._closed = True
+            self._cv.notify_all()
+
+    def get(self, timeout: float) -> Frame | EndOfStream | None:
+        """The oldest frame; None when none came within ``timeout``; END once closed and empty."""
+        with self._cv:
+            if not self._q and not self._closed:
                 self._cv.wait(timeout)
-            return self._q.popleft() if self._q else None
+            if self._q:
+                return self._q.popleft()
+            return END if self._closed else None
+
+
+class EndOfStream:
+    """The marker a closed, drained FrameQueue returns."""
+
+
+END = EndOfStream()
 
 
 class CameraReader(threading.Thread):
@@ -126,8 +154,14 @@ class CameraReader(threading.Thread):
                 log.warning("camera %s: offline: %s", self.camera, why)
             self.on_status(self.camera, online)
 
+    @property
+    def dropped(self) -> int:
+        """Frames dropped because analysis fell behind (the queue's oldest)."""
+        return self.queue.dropped
+
     def mark_stalled(self, after_s: float) -> None:
-        """Called by the pipeline: no frame for ``after_s`` seconds means offline."""
+        """Called by the supervisor: no frame for ``after_s`` seconds means offline (a live
+        source can hang inside ``read``, so the reader cannot always tell by itself)."""
         if self.online and time.monotonic() - self.last_frame_at > after_s:
             self._set_online(False, f"no frame for {after_s:.0f} s; reconnecting")
 
@@ -155,6 +189,7 @@ class CameraReader(threading.Thread):
                 self.source.close()
         self._set_online(False, "stopped")
         self.finished.set()
+        self.queue.close()
 
     def _pump(self) -> bool:
         """Read until stopped (False) or the clip ends (True)."""

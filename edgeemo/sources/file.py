@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from edgeemo.sources.base import Source, SourceError
 
+if TYPE_CHECKING:
+    from edgeemo.config import CameraConfig
+
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def claims(source: str) -> bool:
+    return True  # whatever no other kind claims is taken for a path
+
+
+def from_config(cam: CameraConfig) -> FileSource:
+    return FileSource(cam.source, loop=cam.loop, still_fps=cam.detect_fps)
+
+
+def default_name(source: str) -> str:
+    return Path(source).stem
 
 
 class FileSource(Source):

@@ -6,12 +6,28 @@ resizing full-resolution frames. picamera2 is imported only when such a camera i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
 from edgeemo.sources.base import Source, SourceError
+
+if TYPE_CHECKING:
+    from edgeemo.config import CameraConfig
+
+
+def claims(source: str) -> bool:
+    return source == "picamera2" or urlsplit(source).scheme.lower() == "picamera2"
+
+
+def from_config(cam: CameraConfig) -> PiCameraSource:
+    return PiCameraSource(cam.width, cam.height)
+
+
+def default_name(source: str) -> str:
+    return "picamera"
 
 
 class PiCameraSource(Source):

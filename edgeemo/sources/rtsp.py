@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
 from edgeemo.config import redact_url
+from edgeemo.credentials import expand
 from edgeemo.sources.base import Source, SourceError
+
+if TYPE_CHECKING:
+    from edgeemo.config import CameraConfig
 
 # UDP through NAT and Wi-Fi loses packets and smears frames; TCP is what users expect.
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
+
+
+def claims(source: str) -> bool:
+    return urlsplit(source).scheme.lower() in SCHEMES
+
+
+def from_config(cam: CameraConfig) -> RTSPSource:
+    # ${NAME} references (passwords) are filled in only now, from the environment or credentials.
+    return RTSPSource(expand(cam.source, f"cameras.{cam.name}.source"))
+
+
+def default_name(source: str) -> str:
+    p = urlsplit(source)
+    return f"{p.hostname or 'camera'}{p.path}"
 
 
 class RTSPSource(Source):

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
 from edgeemo.sources.base import Source, SourceError
+
+if TYPE_CHECKING:
+    from edgeemo.config import CameraConfig
+
+
+def claims(source: str) -> bool:
+    return source.startswith("/dev/video") or re.fullmatch(r"\d+", source) is not None
+
+
+def from_config(cam: CameraConfig) -> V4L2Source:
+    return V4L2Source(cam.source, cam.width, cam.height)
+
+
+def default_name(source: str) -> str:
+    return Path(source).name if source.startswith("/dev/") else f"video{source}"
 
 
 class V4L2Source(Source):

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeemo.evaluate import scores
 from edgeemo.ferdata import FER2013_CLASSES, ferplus_majority
+from edgeemo.tools.evaluate import scores
 from edgeemo.training.augment import augment
 from edgeemo.training.data import Split, load_split
 from edgeemo.training.distill import build_view_bank

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeemo.devtools import make_demo_clip, mosquitto_path
+from edgeemo.tools.devtools import make_demo_clip, mosquitto_path
 from tests.deploy.targets import ROOT, Target, base_root, missing_capability
 
 pytestmark = pytest.mark.deploy

@@ -1,54 +1,33 @@
-"""The small interface every inference backend implements (one backend per module).
+"""What the TFLite backends share: an interpreter behind the :class:`Model` interface.
 
-A backend loads one model file and runs it on a batch of float32 tensors already
-normalised as the model's manifest says; it quantises inputs and dequantises outputs
-itself, so callers never care whether a model is float, int8 or compiled for a TPU.
+The CPU and Edge TPU backends differ only in how they build the interpreter (with or without
+the delegate); quantising, batching and reading outputs is the same and lives here.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-class ModelError(Exception):
-    """A model file that cannot be used; the message names the file and what to do."""
+from edgeemo.backends.base import Model, ModelError, TensorSpec
 
 
-class AcceleratorUnavailable(ModelError):
-    """The accelerator (runtime library or device) is missing; a CPU fallback may apply."""
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    scale: float
-    zero_point: int
-
-    @property
-    def quantized(self) -> bool:
-        return self.dtype in (np.int8, np.uint8) and self.scale > 0
-
-
-def _info(d: dict[str, Any]) -> TensorInfo:
+def _spec(d: dict[str, Any]) -> TensorSpec:
     scale, zp = d.get("quantization", (0.0, 0))
-    return TensorInfo(tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]), float(scale), int(zp))
+    shape = tuple(int(x) for x in d["shape"])
+    return TensorSpec(shape, np.dtype(d["dtype"]), "NHWC" if len(shape) == 4 else "", float(scale), int(zp))
 
 
-class TFLiteModel:
-    """A loaded TFLite interpreter (CPU or delegate) behind the common ``run`` call."""
-
-    backend = "?"
+class TFLiteModel(Model):
+    """A loaded TFLite interpreter (CPU or delegate)."""
 
     def __init__(self, interpreter: Any, path: Path) -> None:
         self.path = path
         self._it = interpreter
-        # The interpreter is not thread-safe; a camera loop owns its models, this guards misuse.
+        # The interpreter is not thread-safe: calls are serialised here.
         self._lock = threading.Lock()
         try:
             self._it.allocate_tensors()
@@ -56,13 +35,9 @@ class TFLiteModel:
             raise _explain_runtime_error(path, e) from None
         self._in = self._it.get_input_details()[0]
         self._outs = self._it.get_output_details()
-        self.input = _info(self._in)
-        self.outputs = [_info(o) for o in self._outs]
+        self.input = _spec(self._in)
+        self.outputs = [_spec(o) for o in self._outs]
         self._batch = int(self.input.shape[0])
-
-    @property
-    def input_hw(self) -> tuple[int, int]:
-        return self.input.shape[1], self.input.shape[2]
 
     def _resize(self, n: int) -> bool:
         if n == self._batch:

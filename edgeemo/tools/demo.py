@@ -13,7 +13,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgeemo.devtools import free_port, make_demo_clip, mosquitto_path, start_broker
+from edgeemo.tools.devtools import free_port, make_demo_clip, mosquitto_path, start_broker
 
 
 def _print_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from edgeemo.config import ConfigError
+from edgeemo.errors import ConfigError
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

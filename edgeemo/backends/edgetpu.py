@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgeemo.inference.base import AcceleratorUnavailable, TFLiteModel, check_model_file
-from edgeemo.inference.cpu import runtime
+from edgeemo.backends.base import AcceleratorUnavailable
+from edgeemo.backends.cpu import runtime
+from edgeemo.backends.tflite import TFLiteModel, check_model_file
 
 DEFAULT_LIB = "libedgetpu.so.1"
 CHECK = (
@@ -49,6 +50,11 @@ def load_delegate_or_explain(device: str | None = None) -> Any:
         raise AcceleratorUnavailable(
             f"{lib} is not an Edge TPU runtime (no tflite_plugin_create_delegate): reinstall libedgetpu1-std"
         ) from None
+
+
+def options(inference: Any) -> dict[str, Any]:
+    """This backend's load options from the config's ``inference`` section."""
+    return {"threads": inference.threads, "device": inference.edgetpu_device}
 
 
 def load(path: Path, threads: int = 1, device: str | None = None, **_: Any) -> EdgeTPUModel:

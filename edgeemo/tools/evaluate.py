@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeemo.analyzer import FaceModels
 from edgeemo.classifier import EmotionClassifier, square_crop
+from edgeemo.errors import EvalError
 from edgeemo.ferdata import FER2013_CLASSES, ferplus_majority
 
-
-class EvalError(Exception):
-    """Unusable evaluation input; the message names the file and the problem."""
+__all__ = ["EvalError", "load_npz", "photos_end_to_end", "predict", "robustness", "scores"]
 
 
 def load_npz(path: Path, labels_from: str) -> tuple[np.ndarray, np.ndarray]:
@@ -154,9 +154,7 @@ def robustness(classifier: EmotionClassifier, images: np.ndarray, labels: np.nda
     return out
 
 
-def photos_end_to_end(
-    detect: Callable[[np.ndarray], list], classifier: EmotionClassifier, folder: Path
-) -> dict:
+def photos_end_to_end(models: FaceModels, folder: Path) -> dict:
     """Detector + classifier on labelled photos (``labels.csv``: file, label_idx in FER2013 order).
 
     The largest face found is the one scored; a photo with no face counts as missed.
@@ -166,13 +164,14 @@ def photos_end_to_end(
         raise EvalError(f"{folder}: no labels.csv (columns file,label_idx) in the photo folder")
     with table.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
+    classifier = models.classifier
     cols = to_fer2013_order(classifier)
     truth, pred, missed = [], [], 0
     for row in rows:
         img = cv2.imread(str(folder / row["file"]), cv2.IMREAD_COLOR)
         if img is None:
             raise EvalError(f"{folder / row['file']}: not a readable image")
-        dets = detect(img)
+        dets = models.detector.detect(img)
         if not dets:
             missed += 1
             continue

@@ -1,0 +1,99 @@
+"""One camera's thread: take frames off its queue, hand them to the analyzer, send the results.
+
+Reading, reconnecting and pacing belong to the reader (:mod:`edgeemo.sources.base`); noticing
+stalls to the supervisor (:mod:`edgeemo.daemon`); what a frame means to the analyzer
+(:mod:`edgeemo.analyzer`). This loop only moves things between them and survives bad frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+import numpy as np
+
+from edgeemo.analyzer import FrameAnalyzer
+from edgeemo.health import CameraHealth
+from edgeemo.sources import END, FrameQueue
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where a camera's output goes (the MQTT publisher; a list in tests)."""
+
+    def event(self, camera: str, event: dict) -> None: ...
+    def state(self, camera: str, state: dict) -> None: ...
+
+
+class CameraLoop(threading.Thread):
+    def __init__(self, analyzer: FrameAnalyzer, queue: FrameQueue, sink: Sink, heartbeat_s: float) -> None:
+        super().__init__(name=f"camera-{analyzer.camera}", daemon=True)
+        self.camera = analyzer.camera
+        self.analyzer = analyzer
+        self.queue = queue
+        self.sink = sink
+        self.heartbeat_s = heartbeat_s
+        self.health = CameraHealth(analyzer.camera)
+        self.stop_event = threading.Event()
+        self._last_state = 0.0
+
+    def finished(self) -> bool:
+        return self.ident is not None and not self.is_alive()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.health.progress_at = time.monotonic()
+            frame = self.queue.get(timeout=0.5)
+            if frame is END:
+                self._emit(self.analyzer.end(time.time()))
+                self._publish_state(time.time(), force=True)
+                return
+            if frame is None:
+                self._emit(self.analyzer.idle(time.time()))
+                self._publish_state(time.time())
+                continue
+            try:
+                self.handle(frame.image, frame.ts)
+            except Exception as e:  # one bad frame must not kill the camera
+                self.health.errors += 1
+                errors = self.health.errors
+                if errors == 1:  # the first in full; then a count, never a traceback per frame
+                    log.exception(
+                        "camera %s: frame %d could not be processed (skipped)", self.camera, frame.index
+                    )
+                elif errors % 100 == 0:
+                    log.error(
+                        "camera %s: %d frames could not be processed so far (last: %s)",
+                        self.camera,
+                        errors,
+                        e,
+                    )
+
+    def handle(self, image: np.ndarray, ts: float) -> list[dict]:
+        """One frame through the analyzer, its events and state out, counted."""
+        a = self.analyzer.process(image, ts)
+        self._emit(a.events)
+        self._publish_state(ts)
+        self.health.frame_done(a.analysed, a.detect_ms, a.classify_ms)
+        return a.events
+
+    def _emit(self, events: list[dict]) -> None:
+        for ev in events:
+            log.info(
+                "camera %s: %s track %d %s (%.2f)",
+                self.camera,
+                ev["event_type"],
+                ev["track_id"],
+                ev["emotion"],
+                ev["confidence"],
+            )
+            self.sink.event(self.camera, ev)
+
+    def _publish_state(self, ts: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.analyzer.state_changed() or force or now - self._last_state >= self.heartbeat_s:
+            self._last_state = now
+            self.sink.state(self.camera, self.analyzer.state(ts))

@@ -1,0 +1,149 @@
+"""Health in one place: per-camera liveness, fps and inference times, the publisher's state,
+and which loops are stuck. sd_notify (STATUS, WATCHDOG), the MQTT stats message and any future
+``/health`` endpoint all read :class:`Health`; the loops only write their :class:`CameraHealth`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+STUCK_AFTER_S = 10  # a camera loop or the publisher silent this long counts as hung
+
+
+@dataclass
+class CameraHealth:
+    """One camera loop's counters; written by that loop's thread only."""
+
+    name: str
+    frames: int = 0
+    errors: int = 0  # frames that raised in analysis (skipped)
+    skipped: int = 0  # frames not analysed (motion gate or steady faces)
+    progress_at: float = field(default_factory=time.monotonic)  # the loop went round (watchdog)
+    detect_ms: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    classify_ms: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    _done_at: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # for fps
+
+    def frame_done(self, analysed: bool, detect_ms: float | None, classify_ms: float | None) -> None:
+        self.frames += 1
+        self._done_at.append(time.monotonic())
+        if not analysed:
+            self.skipped += 1
+        if detect_ms is not None:
+            self.detect_ms.append(detect_ms)
+        if classify_ms is not None:
+            self.classify_ms.append(classify_ms)
+
+    def fps(self) -> float:
+        now = time.monotonic()
+        recent = [t for t in self._done_at if now - t <= 10.0]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+
+class Reader(Protocol):
+    online: bool
+    bad_frames: int
+
+    @property
+    def dropped(self) -> int: ...
+
+
+class Loop(Protocol):
+    health: CameraHealth
+
+    def is_alive(self) -> bool: ...
+
+
+class PublisherState(Protocol):
+    progress_at: float
+    dropped: int
+    delivered: int
+
+    def is_connected(self) -> bool: ...
+    def outbox_pending(self) -> int: ...
+    def outbox_dropped(self) -> int: ...
+
+
+@dataclass
+class Watched:
+    """A camera as health sees it: its reader (is frames coming?) and its loop."""
+
+    name: str
+    reader: Reader
+    loop: Loop
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+class Health:
+    def __init__(self, publisher: PublisherState) -> None:
+        self.publisher = publisher
+        self.cameras: list[Watched] = []
+        self.started = time.monotonic()
+        self.stuck_after_s: float = STUCK_AFTER_S
+
+    def watch(self, name: str, reader: Reader, loop: Loop) -> None:
+        self.cameras.append(Watched(name, reader, loop))
+
+    def stats(self) -> dict:
+        det = [v for c in self.cameras for v in c.loop.health.detect_ms]
+        emo = [v for c in self.cameras for v in c.loop.health.classify_ms]
+        p = self.publisher
+        return {
+            "ts": round(time.time(), 3),
+            "uptime_s": round(time.monotonic() - self.started),
+            "detector_ms": round(statistics.median(det), 2) if det else None,
+            "emotion_ms": round(statistics.median(emo), 2) if emo else None,
+            "rss_mb": rss_mb(),
+            "mqtt_dropped": p.dropped,
+            "events_delivered": p.delivered,
+            "outbox_pending": p.outbox_pending(),
+            "outbox_dropped": p.outbox_dropped(),
+            "cameras": {
+                c.name: {
+                    "online": c.reader.online,
+                    "fps": round(c.loop.health.fps(), 2),
+                    "frames": c.loop.health.frames,
+                    "dropped_frames": c.reader.dropped,
+                    "bad_frames": c.reader.bad_frames,
+                    "errors": c.loop.health.errors,
+                    "skipped_frames": c.loop.health.skipped,
+                }
+                for c in self.cameras
+            },
+        }
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: fps per camera, or offline, and the broker."""
+        parts = [
+            f"{c.name} {c.loop.health.fps():.1f} fps" if c.reader.online else f"{c.name} offline"
+            for c in self.cameras
+        ]
+        mqtt = "mqtt ok" if self.publisher.is_connected() else "mqtt down"
+        return ", ".join([*parts, mqtt])
+
+    def stuck(self) -> list[str]:
+        """Loops that have made no progress lately (a hung inference, a deadlock): names."""
+        now = time.monotonic()
+        stuck = [
+            f"camera {c.name}"
+            for c in self.cameras
+            if c.loop.is_alive() and now - c.loop.health.progress_at > self.stuck_after_s
+        ]
+        if now - self.publisher.progress_at > self.stuck_after_s:
+            stuck.append("MQTT publisher")
+        return stuck
