@@ -182,6 +182,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
     cameras = [int(n) for n in args.cameras.split(",") if n.strip()]
+    if args.plot:
+        bench.pyplot()  # before minutes of measuring, not after
     with tempfile.TemporaryDirectory(prefix="edgeemo-bench-") as tmp:
         report = bench.run(
             models_dir, Path(tmp), args.frames, args.emotion_model, set(args.skip or []), cameras

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 from conftest import run_cli
 
 from edgeemo.tools import bench
@@ -23,8 +24,9 @@ def test_clip_truth_matches_what_a_detector_finds(tmp_path: Path, models_dir: Pa
         assert r.matched >= 39, detector  # the placed faces are found where the truth says they are
 
 
-def test_bench_json_has_every_pipeline_and_ratio(models_dir: Path) -> None:
-    r = run_cli("bench", "--json", "--frames", "30", "--cameras", "1,2", timeout=600)
+def test_bench_json_has_every_pipeline_and_ratio(models_dir: Path, tmp_path: Path) -> None:
+    plot = tmp_path / "scaling.png"
+    r = run_cli("bench", "--json", "--frames", "30", "--cameras", "1,2", "--plot", str(plot), timeout=600)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     pipes = out["pipelines"]
@@ -42,4 +44,7 @@ def test_bench_json_has_every_pipeline_and_ratio(models_dir: Path) -> None:
     # Without torch in this venv the large-model pipeline says so instead of vanishing.
     assert "fps" in pipes["resnet18"] or "torch is not installed" in pipes["resnet18"]["skipped"]
     assert [p["cameras"] for p in out["parallel"]] == [1, 2]
+    assert all(p["total_fps"] > 0 for p in out["parallel"])
+    img = cv2.imread(str(plot))
+    assert img is not None and img.shape[0] > 200 and img.shape[1] > 300 and img.std() > 10
     assert out["peak_rss_mb"] > 0 and out["machine"]["cores"] >= 1

@@ -35,6 +35,7 @@ from edgeemo.backends import load_model
 from edgeemo.classifier import square_crop
 from edgeemo.config import Config, DetectorConfig, InferenceConfig
 from edgeemo.detectors import FaceDetector, iou_matrix
+from edgeemo.errors import EdgeemoError
 from edgeemo.tools.devtools import astronaut_bgr, empty_room
 
 W, H = 640, 480
@@ -364,19 +365,19 @@ def peak_rss_mb() -> float:
 
 
 def parallel_cameras(clip: Path, models_dir: Path, emotion_model: str, n: int) -> dict:
-    """n cameras as the daemon runs them: one analyzer (own models) per thread, one process,
-    each fed the decoded clip as fast as it can go."""
-    frames = [img for img, _ms in frames_of(clip)]
+    """n cameras as the daemon runs them: one thread per camera in one process, each decoding
+    its own copy of the clip and analysing every frame with its own analyzer, as fast as it can."""
     analyzers = [edgeemo_analyzer(models_dir, emotion_model) for _ in range(n)]
     fps = [0.0] * n
     start = threading.Barrier(n + 1)
 
     def camera(k: int) -> None:
         start.wait()
-        t = time.perf_counter()
-        for i, img in enumerate(frames):
-            analyzers[k].process(img, i / 15.0)
-        fps[k] = len(frames) / (time.perf_counter() - t)
+        t, frames = time.perf_counter(), 0
+        for img, _ms in frames_of(clip):
+            analyzers[k].process(img, frames / 15.0)
+            frames += 1
+        fps[k] = frames / (time.perf_counter() - t)
 
     threads = [threading.Thread(target=camera, args=(k,), name=f"bench-camera-{k}") for k in range(n)]
     for th in threads:
@@ -427,16 +428,22 @@ def run(
     return out
 
 
-def plot_scaling(parallel: list[dict], path: Path) -> None:
-    """Frames per second against cameras (total and per camera), as a PNG (matplotlib, from the
-    ``bench`` extra)."""
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib's pyplot without a display, or a clear error naming the extra to install."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise OSError("--plot needs matplotlib: pip install 'edgeemo[bench]'") from None
+        raise EdgeemoError("bench --plot needs matplotlib: pip install 'edgeemo[bench]'") from None
+    return plt
+
+
+def plot_scaling(parallel: list[dict], path: Path) -> None:
+    """Frames per second against cameras (total and per camera), as a PNG (matplotlib, from the
+    ``bench`` extra)."""
+    plt = pyplot()
     xs = [p["cameras"] for p in parallel]
     fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=100)
     for key, label in (("total_fps", "total fps"), ("fps_per_camera", "fps per camera")):

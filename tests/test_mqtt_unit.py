@@ -1,0 +1,245 @@
+"""Fast unit tests of the MQTT layer: the discovery payloads, and the publisher's state machine
+driven through a fake paho client (the real-broker tests in test_daemon_mqtt.py stay; these
+pin down each transition in milliseconds and without a broker)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edgeemo.config import MQTTConfig
+from edgeemo.mqtt import publisher as publisher_module
+from edgeemo.mqtt.discovery import EVENT_TYPES, discovery_messages
+from edgeemo.mqtt.publisher import Publisher
+from edgeemo.mqtt.topics import Topics
+from edgeemo.outbox import Outbox
+from tests.ha_schema import validate
+
+LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+TOPICS = Topics("edgeemo/dev1")
+
+
+# --- discovery ---------------------------------------------------------------------------------
+
+
+def test_discovery_covers_every_camera_with_valid_unique_entities() -> None:
+    msgs = discovery_messages("homeassistant", TOPICS, "dev1", "Gateway", ["porch", "hall"], LABELS)
+    uids = [p["unique_id"] for _, p in msgs]
+    assert len(uids) == len(set(uids))  # HA ignores a second entity with the same unique_id
+    for topic, payload in msgs:
+        assert validate(topic, payload) == [], topic
+        assert topic.startswith("homeassistant/") and topic.endswith("/config")
+        json.dumps(payload)  # publishable as is
+    by_uid = {p["unique_id"]: p for _, p in msgs}
+    for cam in ("porch", "hall"):
+        emotion = by_uid[f"edgeemo_dev1_{cam}_emotion"]
+        assert emotion["options"] == [*LABELS, "none"]
+        assert emotion["state_topic"] == f"edgeemo/dev1/{cam}/state"
+        # Camera entities need both the appliance and that camera online.
+        avail = [a["topic"] for a in emotion["availability"]]
+        assert avail == ["edgeemo/dev1/availability", f"edgeemo/dev1/{cam}/status"]
+        assert emotion["availability_mode"] == "all"
+        assert emotion["device"]["via_device"] == "edgeemo_dev1"
+        assert by_uid[f"edgeemo_dev1_{cam}_emotion_event"]["event_types"] == EVENT_TYPES
+    # Diagnostics of the appliance itself depend only on its own availability.
+    assert [a["topic"] for a in by_uid["edgeemo_dev1_rss_mb"]["availability"]] == [
+        "edgeemo/dev1/availability"
+    ]
+
+
+def test_discovery_prefix_and_no_cameras() -> None:
+    msgs = discovery_messages("ha", TOPICS, "dev1", "Gateway", [], LABELS)
+    assert msgs and all(t.startswith("ha/sensor/edgeemo_dev1/") for t, _ in msgs)
+
+
+# --- the publisher against a fake paho client -------------------------------------------------
+
+
+@dataclass
+class Info:
+    rc: int
+    mid: int
+
+    def wait_for_publish(self, timeout: float | None = None) -> None:
+        pass
+
+
+@dataclass
+class Reason:
+    failure: bool
+    text: str = "Success"
+
+    @property
+    def is_failure(self) -> bool:
+        return self.failure
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class FakeClient:
+    """Records what the publisher asks of paho; the test plays the network's part."""
+
+    def __init__(self, *_: object, **kw: object) -> None:
+        self.published: list[tuple[str, str, int, bool]] = []
+        self.subscribed: list[str] = []
+        self.next_mid = 0
+        self.queue_full = False
+        self.connected = False
+        self.will: tuple | None = None
+        self.on_connect = self.on_disconnect = self.on_message = self.on_publish = None
+
+    # paho's API as the publisher uses it
+    def max_queued_messages_set(self, n: int) -> None: ...
+    def reconnect_delay_set(self, lo: int, hi: int) -> None: ...
+    def username_pw_set(self, user: str, password: str | None) -> None: ...
+    def will_set(self, topic: str, payload: str, qos: int, retain: bool) -> None:
+        self.will = (topic, payload, qos, retain)
+
+    def connect_async(self, host: str, port: int, keepalive: int) -> None: ...
+    def loop_start(self) -> None: ...
+    def loop_stop(self) -> None: ...
+    def disconnect(self) -> None:
+        self.connected = False
+
+    def subscribe(self, topic: str, qos: int = 0) -> None:
+        self.subscribed.append(topic)
+
+    def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> Info:
+        if self.queue_full:
+            return Info(mqtt.MQTT_ERR_QUEUE_SIZE, 0)
+        self.next_mid += 1
+        self.published.append((topic, payload, qos, retain))
+        return Info(mqtt.MQTT_ERR_SUCCESS if self.connected else mqtt.MQTT_ERR_NO_CONN, self.next_mid)
+
+    # the network's part
+    def accept(self) -> None:
+        self.connected = True
+        self.on_connect(self, None, None, Reason(False), None)  # type: ignore[misc]
+
+    def refuse(self, text: str) -> None:
+        self.on_connect(self, None, None, Reason(True, text), None)  # type: ignore[misc]
+
+    def drop(self) -> None:
+        self.connected = False
+        self.on_disconnect(self, None, None, Reason(True, "network lost"), None)  # type: ignore[misc]
+
+    def ack(self, mid: int) -> None:
+        self.on_publish(self, None, mid, Reason(False), None)  # type: ignore[misc]
+
+    def receive(self, topic: str, payload: bytes) -> None:
+        msg = mqtt.MQTTMessage(topic=topic.encode())
+        msg.payload = payload
+        self.on_message(self, None, msg)  # type: ignore[misc]
+
+    def topics(self) -> list[str]:
+        return [p[0] for p in self.published]
+
+
+@pytest.fixture
+def pub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Publisher, FakeClient]]:
+    monkeypatch.setattr(publisher_module.mqtt, "Client", FakeClient)
+    cfg = MQTTConfig(username="bob")
+    discovery = discovery_messages("homeassistant", TOPICS, "dev1", "Gateway", ["porch"], LABELS)
+    p = Publisher(cfg, TOPICS, "edgeemo-dev1", "pw", lambda: discovery, Outbox(tmp_path / "o.sqlite3"))
+    client = p._client
+    assert isinstance(client, FakeClient)
+    p.start()
+    yield p, client
+    p.stop(timeout=0.1)
+
+
+def _until(cond, timeout: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_last_will_and_connect_sends_availability_discovery_and_retained_states(pub) -> None:  # type: ignore[no-untyped-def]
+    p, c = pub
+    assert c.will == ("edgeemo/dev1/availability", "offline", 1, True)
+    p.state("porch", {"faces": 1})  # before the broker answers: kept for the connect
+    c.published.clear()
+    c.accept()
+    assert p.is_connected()
+    assert c.subscribed == ["homeassistant/status"]
+    assert c.published[0] == ("edgeemo/dev1/availability", "online", 1, True)
+    configs = [t for t in c.topics() if t.endswith("/config")]
+    assert len(configs) == len(discovery_messages("homeassistant", TOPICS, "d", "n", ["porch"], LABELS))
+    assert ("edgeemo/dev1/porch/state", json.dumps({"faces": 1}), 1, True) in c.published
+
+
+def test_events_wait_in_the_outbox_until_acknowledged(pub) -> None:  # type: ignore[no-untyped-def]
+    p, c = pub
+    p.event("porch", {"type": "face_entered", "track_id": 1})
+    time.sleep(0.1)
+    assert "edgeemo/dev1/porch/event" not in c.topics()  # not connected: nothing handed to paho
+    assert p.outbox_pending() == 1
+    c.accept()
+    p._wake.set()
+    assert _until(lambda: "edgeemo/dev1/porch/event" in c.topics())
+    mid = c.next_mid if c.published[-1][0].endswith("/event") else None
+    assert mid is not None and p.outbox_pending() == 1  # handed over, not yet acknowledged
+    c.ack(mid)
+    assert _until(lambda: p.outbox_pending() == 0 and p.delivered == 1)
+    body = json.loads(c.published[-1][1])
+    assert body["seq"] == 1 and body["track_id"] == 1
+
+
+def test_a_lost_connection_keeps_events_and_reconnect_sends_them(pub) -> None:  # type: ignore[no-untyped-def]
+    p, c = pub
+    c.accept()
+    c.drop()
+    assert not p.is_connected()
+    for i in range(3):
+        p.event("porch", {"type": "face_entered", "track_id": i})
+    time.sleep(0.1)
+    assert not any(t.endswith("/event") for t in c.topics())
+    c.accept()
+    p._wake.set()
+    assert _until(lambda: sum(t.endswith("/event") for t in c.topics()) == 3)
+    seqs = [json.loads(x[1])["seq"] for x in c.published if x[0].endswith("/event")]
+    assert seqs == [1, 2, 3]  # in order
+
+
+def test_home_assistant_birth_resends_discovery(pub) -> None:  # type: ignore[no-untyped-def]
+    _, c = pub
+    c.accept()
+    c.published.clear()
+    c.receive("homeassistant/status", b"offline")
+    assert c.published == []
+    c.receive("homeassistant/status", b"online")
+    assert any(t.endswith("/config") for t in c.topics())
+
+
+def test_refused_credentials_are_logged_once_without_the_password(
+    pub,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+) -> None:
+    p, c = pub
+    with caplog.at_level(logging.ERROR):
+        c.refuse("Not authorized")
+        c.refuse("Not authorized")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "refused the credentials" in errors[0] and "'bob'" in errors[0]
+    assert "pw" not in errors[0].replace("password", "")
+    assert not p.is_connected()
+
+
+def test_a_full_paho_queue_counts_dropped_messages(pub) -> None:  # type: ignore[no-untyped-def]
+    p, c = pub
+    c.accept()
+    c.queue_full = True
+    for _ in range(3):
+        p.state("porch", {"faces": 0})
+    assert p.dropped == 3
