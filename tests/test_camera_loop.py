@@ -22,7 +22,7 @@ CFG = Config.model_validate({"cameras": [{"name": "cam", "source": "x.mp4"}]})
 
 
 class BrokenDetector:
-    def detect(self, frame: np.ndarray) -> list:
+    def detect(self, frame: np.ndarray, regions: list | None = None) -> list:
         raise RuntimeError("model exploded")
 
 

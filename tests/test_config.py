@@ -141,4 +141,4 @@ def test_mqtt_url_and_camera_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert camera_name("/clips/Front Door.mp4", taken) == "Front_Door"
     assert camera_name("/clips/Front Door.mkv", taken) == "Front_Door_2"
     cfg = parse_config({"cameras": [{"name": "x", "source": "/dev/video2"}]})
-    assert cfg.cameras[0].kind == "v4l2" and cfg.detector_for(cfg.cameras[0]).model == "short_range"
+    assert cfg.cameras[0].kind == "v4l2" and cfg.detector_for(cfg.cameras[0]).model == "auto"

@@ -164,7 +164,7 @@ def test_notify_socket_ready_status_watchdog_and_a_frozen_camera(
 
         detector = d.cameras[0].loop.analyzer.models.detector
         detect = detector.detect
-        monkeypatch.setattr(detector, "detect", lambda img: (gate.wait(), detect(img))[1])
+        monkeypatch.setattr(detector, "detect", lambda img, regions=None: (gate.wait(), detect(img, regions))[1])
         _notifications(sock, 3.0)  # the loop is now stuck; give it STUCK_AFTER_S to count as hung
         frozen = _notifications(sock, 2.0)
         assert "WATCHDOG=1" not in frozen, frozen

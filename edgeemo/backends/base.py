@@ -28,6 +28,7 @@ class TensorSpec:
     layout: str = ""  # "NHWC" or "NCHW" for image tensors, "" where it does not apply
     scale: float = 0.0  # affine int quantisation (real = (q - zero_point) * scale); 0: none
     zero_point: int = 0
+    name: str = ""  # the model's own name for it (outputs are matched by name where they have one)
 
     @property
     def quantized(self) -> bool:

@@ -1,11 +1,12 @@
-"""CPU backend: LiteRT (``ai_edge_litert``), falling back to ``tflite_runtime``."""
+"""CPU backend: LiteRT (``ai_edge_litert``), falling back to ``tflite_runtime``, for ``.tflite``
+files; OpenCV's DNN module for ``.onnx`` files (YuNet), which opencv-python already brings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from edgeemo.backends.base import ModelError
+from edgeemo.backends.base import Model, ModelError
 from edgeemo.backends.tflite import TFLiteModel, check_model_file
 
 
@@ -33,7 +34,11 @@ def options(inference: Any) -> dict[str, Any]:
     return {"threads": inference.threads}
 
 
-def load(path: Path, threads: int = 1, **_: Any) -> CPUModel:
+def load(path: Path, threads: int = 1, **_: Any) -> Model:
+    if path.suffix.lower() == ".onnx":
+        from edgeemo.backends.onnx_cv import load as load_onnx
+
+        return load_onnx(path, threads=threads)
     check_model_file(path)
     interpreter_cls, _ = runtime()
     try:

@@ -18,7 +18,8 @@ from edgeemo.backends.base import Model, ModelError, TensorSpec
 def _spec(d: dict[str, Any]) -> TensorSpec:
     scale, zp = d.get("quantization", (0.0, 0))
     shape = tuple(int(x) for x in d["shape"])
-    return TensorSpec(shape, np.dtype(d["dtype"]), "NHWC" if len(shape) == 4 else "", float(scale), int(zp))
+    layout = "NHWC" if len(shape) == 4 else ""
+    return TensorSpec(shape, np.dtype(d["dtype"]), layout, float(scale), int(zp), str(d.get("name", "")))
 
 
 class TFLiteModel(Model):

@@ -14,7 +14,10 @@ from edgeemo.config import DetectorConfig
 from edgeemo.detectors.base import Detection, FaceDetector, iou_matrix
 from edgeemo.modelstore import Manifest
 
-DECODERS: dict[str, str] = {"blazeface": "edgeemo.detectors.blazeface"}
+DECODERS: dict[str, str] = {
+    "blazeface": "edgeemo.detectors.blazeface",
+    "yunet": "edgeemo.detectors.yunet",
+}
 DEFAULT_DECODER = "blazeface"  # manifests written before ``decoder`` existed are BlazeFace's
 
 __all__ = ["DECODERS", "Detection", "FaceDetector", "iou_matrix", "make_detector"]

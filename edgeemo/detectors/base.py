@@ -23,6 +23,7 @@ from edgeemo.modelstore import Manifest
 class Detection:
     box: np.ndarray  # x, y, w, h in pixels of the original frame (float)
     score: float
+    small: bool = False  # found by a small-face detector: only a native-resolution look refinds it
 
     @property
     def size(self) -> float:
@@ -38,8 +39,11 @@ class FaceDetector(ABC):
         self.cfg = cfg
 
     @abstractmethod
-    def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        """Faces best first, at most ``cfg.max_faces``, none smaller than ``cfg.min_face_px``."""
+    def detect(self, frame_bgr: np.ndarray, regions: list[np.ndarray] | None = None) -> list[Detection]:
+        """Faces best first, at most ``cfg.max_faces``, none smaller than ``cfg.min_face_px``.
+
+        ``regions`` (x, y, w, h boxes): where the picture may have changed; a detector that can
+        look at parts of a frame at native resolution looks only there, the others ignore it."""
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -15,6 +15,8 @@ from edgeemo.config import DetectorConfig
 from edgeemo.detectors.base import Detection, FaceDetector, clip_box, letterbox, weighted_nms
 from edgeemo.modelstore import AnchorSpec, Manifest
 
+DEFAULT_THRESHOLD = 0.6
+
 
 def ssd_anchors(width: int, height: int, spec: AnchorSpec) -> np.ndarray:
     """Anchor centres (N, 2) in [0, 1], in the order the model emits its boxes."""
@@ -40,6 +42,7 @@ class Detector(FaceDetector):
         if manifest.anchors is None:
             raise ModelError(f"manifest {manifest.name!r} has no anchors section")
         super().__init__(model, manifest, cfg)
+        self.threshold = cfg.score_threshold if cfg.score_threshold is not None else DEFAULT_THRESHOLD
         spec = manifest.input
         self.anchors = ssd_anchors(spec.width, spec.height, manifest.anchors)
         n_out = model.outputs[0].shape[1]
@@ -49,7 +52,8 @@ class Detector(FaceDetector):
                 "the manifest does not match the model"
             )
 
-    def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
+    def detect(self, frame_bgr: np.ndarray, regions: list[np.ndarray] | None = None) -> list[Detection]:
+        # The whole frame always: at 128 px a region would cost as much and see no more.
         spec = self.manifest.input
         img, scale, px, py = letterbox(frame_bgr, spec.width, spec.height)
         if spec.color == "rgb":
@@ -60,7 +64,7 @@ class Detector(FaceDetector):
         reg = next(o for o in outs if o.shape[-1] == 16)[0]
         raw = next(o for o in outs if o.shape[-1] == 1)[0, :, 0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(raw, -80.0, 80.0)))
-        keep = scores >= self.cfg.score_threshold
+        keep = scores >= self.threshold
         if not keep.any():
             return []
         reg, scores, anchors = reg[keep], scores[keep], self.anchors[keep]
