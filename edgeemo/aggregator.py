@@ -34,7 +34,7 @@ class _Mood:
 @dataclass
 class Observation:
     track: Track
-    probs: np.ndarray
+    probs: np.ndarray | None  # None: the face is too small to read (counted, no emotion)
     score: float
     size: float
 
@@ -45,6 +45,8 @@ class CameraAggregator:
     labels: list[str]
     cfg: AggregatorConfig
     _moods: dict[int, _Mood] = field(default_factory=dict)
+    # Confirmed faces too small to read, never yet read: in view, but no event until readable.
+    _unreadable: dict[int, float] = field(default_factory=dict)
     _window: deque = field(default_factory=deque)
     _last_key: tuple | None = None
     _faces: int = 0
@@ -74,6 +76,11 @@ class CameraAggregator:
         """One frame's observations and the tracks that ended with it → the events it causes."""
         events: list[dict] = []
         for ob in seen:
+            if ob.probs is None:
+                if ob.track.id not in self._moods and ob.track.confirmed:
+                    self._unreadable[ob.track.id] = ts
+                continue  # an announced face that shrinks keeps its emotion until readable again
+            self._unreadable.pop(ob.track.id, None)
             w = self._weight(ob.score, ob.size)
             mood = self._moods.get(ob.track.id)
             if mood is None:
@@ -111,6 +118,7 @@ class CameraAggregator:
                     )
                 )
         for t in ended:
+            self._unreadable.pop(t.id, None)
             mood = self._moods.pop(t.id, None)
             if mood is None or mood.emotion is None:
                 continue  # never announced: a flicker, not a visitor
@@ -128,7 +136,7 @@ class CameraAggregator:
             self._window.append((ts, np.mean([m.ema for m in moods], axis=0)))
         while self._window and ts - self._window[0][0] > self.cfg.window_s:
             self._window.popleft()
-        self._faces = len(moods)
+        self._faces = len(moods) + len(self._unreadable)
         total = np.sum([m.ema for m in moods], axis=0) if moods else None
         self._dominant = self.labels[int(np.argmax(total))] if total is not None else NO_FACE
 
@@ -137,6 +145,7 @@ class CameraAggregator:
         return {
             "camera": self.camera,
             "faces": self._faces,
+            "unreadable_faces": len(self._unreadable),  # in view, too small to read
             "dominant_emotion": self._dominant,
             "distribution": {label: round(float(p), 3) for label, p in zip(self.labels, dist, strict=True)},
             "window_s": self.cfg.window_s,

@@ -131,20 +131,29 @@ class FaceModels:
     def labels(self) -> list[str]:
         return self.classifier.labels
 
-    def analyse_image(self, image: np.ndarray) -> list[dict]:
-        """One still image: each face found, with its box, score, emotion and scores."""
+    def analyse_image(self, image: np.ndarray, min_emotion_px: int | None = None) -> list[dict]:
+        """One still image: each face found, with its box, score, emotion and scores; a face
+        narrower than ``min_emotion_px`` (default: the config's) is listed with emotion None."""
         image = as_bgr(image)
+        least = EmotionConfig().min_face_px if min_emotion_px is None else min_emotion_px
         dets = self.detector.detect(image)
-        probs = self.classifier.classify(image, [d.box for d in dets])
-        return [
-            {
-                "box": [round(float(v)) for v in d.box],
-                "score": round(d.score, 3),
-                "emotion": self.labels[int(p.argmax())],
-                "scores": {label: round(float(v), 4) for label, v in zip(self.labels, p, strict=True)},
-            }
-            for d, p in zip(dets, probs, strict=True)
-        ]
+        readable = [d for d in dets if d.size >= least]
+        read = self.classifier.classify(image, [d.box for d in readable])
+        probs = {id(d): p for d, p in zip(readable, read, strict=True)}
+        out = []
+        for d in dets:
+            p = probs.get(id(d))
+            out.append(
+                {
+                    "box": [round(float(v)) for v in d.box],
+                    "score": round(d.score, 3),
+                    "emotion": None if p is None else self.labels[int(p.argmax())],
+                    "scores": None
+                    if p is None
+                    else {label: round(float(v), 4) for label, v in zip(self.labels, p, strict=True)},
+                }
+            )
+        return out
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
@@ -177,6 +186,7 @@ class FrameAnalyzer:
         self.tracker = IoUTracker(cfg.tracker)
         self.aggregator = CameraAggregator(camera, models.labels, cfg.aggregator)
         self.gate = MotionGate(cfg.motion) if cfg.motion.enabled else None
+        self.min_emotion_px = cfg.emotion.min_face_px
         self.full_frame_every_s = cfg.detector_for(_camera_cfg(cfg, camera)).full_frame_every_s
         self._last_full_scan = float("-inf")
         self.skipped = 0  # frames not analysed (motion gate or steady faces)
@@ -221,9 +231,13 @@ class FrameAnalyzer:
         dets = self.models.detector.detect(image, self._regions(image, ts))
         t1 = time.perf_counter()
         matched, ended = self.tracker.match(ts, dets)
-        probs = self.models.classifier.classify(image, [dets[i].box for _, i in matched])
+        readable = [(t, i) for t, i in matched if dets[i].size >= self.min_emotion_px]
+        probs = self.models.classifier.classify(image, [dets[i].box for _, i in readable])
         t2 = time.perf_counter()
-        obs = [Observation(t, probs[k], dets[i].score, dets[i].size) for k, (t, i) in enumerate(matched)]
+        obs = [Observation(t, probs[k], dets[i].score, dets[i].size) for k, (t, i) in enumerate(readable)]
+        obs += [
+            Observation(t, None, dets[i].score, dets[i].size) for t, i in matched if (t, i) not in readable
+        ]
         self._last_obs = obs
         if self.gate is not None:
             self.gate.analysed(
@@ -234,7 +248,7 @@ class FrameAnalyzer:
             True,
             _boxes([d.box for d in dets]),
             (t1 - t0) * 1000,
-            (t2 - t1) * 1000 / len(matched) if matched else None,
+            (t2 - t1) * 1000 / len(readable) if readable else None,
             dets,
         )
 

@@ -127,6 +127,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: {len(faces)} face(s)")
             for f in faces:
+                if f["emotion"] is None:
+                    print(f"  box {f['box']} score {f['score']:.2f}: too small to read the expression")
+                    continue
                 best = max(f["scores"].values())
                 print(f"  box {f['box']} score {f['score']:.2f}: {f['emotion']} ({best:.2f})")
     return 1 if failed else 0
@@ -267,7 +270,11 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("detect", help="find faces and emotions in images")
     d.add_argument("images", nargs="+")
     d.add_argument("--json", action="store_true", help="one JSON object per image per line")
-    d.add_argument("--detector", default="short_range", help="short_range, full_range or a .tflite path")
+    d.add_argument(
+        "--detector",
+        default="auto",
+        help="auto (every face size), short_range, full_range, yunet, or a model path",
+    )
     d.add_argument("--detector-edgetpu", help="Edge TPU compiled detector (with --backend edgetpu)")
     d.add_argument("--emotion-model", default=EMOTION_DEFAULT)
     d.add_argument("--threshold", type=float, help="detector score threshold")
@@ -292,7 +299,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="also score under brightness, contrast, blur, JPEG, rotation, occlusion, flip",
     )
     e.add_argument("--photos", help="also run detector + model end to end on a folder with labels.csv")
-    e.add_argument("--detector", default="short_range", help="detector for --photos")
+    e.add_argument("--detector", default="auto", help="detector for --photos (default: auto, as the daemon)")
     e.add_argument("--backend", choices=list(BACKENDS), default="cpu", help=BACKEND_HELP)
     e.add_argument("--threads", type=int, default=1, help="inference threads (1 = the per-face figure)")
     e.add_argument("--models-dir")

@@ -93,6 +93,12 @@ class EmotionConfig(_Strict):
     model: str = Field("edgeemo_fer_int8", description="built-in model name or .tflite path")
     edgetpu_model: str | None = None
     crop_margin: float = Field(0.1, ge=0, le=1, description="box margin added around the face")
+    min_face_px: int = Field(
+        32,
+        ge=1,
+        description="narrower faces are counted but their expression is not read (measured on "
+        "muxspace: 68% at full size, 66% at 32 px, 56% at 20 px)",
+    )
 
 
 class InferenceConfig(_Strict):

@@ -25,6 +25,25 @@ class Track:
 STEADY_IOU = 0.7  # a face whose box overlaps its previous one this much has hardly moved
 
 
+SMALL_FACE_PX = 48  # below this a face may move more than its size between two analysed frames
+
+
+def _similarity(tracks: np.ndarray, dets: np.ndarray, threshold: float) -> np.ndarray:
+    """IoU, except that a small face whose centre moved less than its own size between frames,
+    at a similar size, still matches (just above ``threshold``): a far face of 20 px walking
+    12 px a frame overlaps its last box too little for IoU alone. Large faces keep plain IoU
+    (someone else sitting down in the same place is someone else)."""
+    ious = iou_matrix(tracks, dets)
+    ct = tracks[:, :2] + tracks[:, 2:] / 2
+    cd = dets[:, :2] + dets[:, 2:] / 2
+    dist = np.linalg.norm(ct[:, None] - cd[None], axis=2)
+    size_t, size_d = tracks[:, 2:].max(axis=1), dets[:, 2:].max(axis=1)
+    ratio = size_d[None] / np.maximum(size_t[:, None], 1e-6)
+    near = (dist < size_t[:, None]) & (ratio > 0.67) & (ratio < 1.5) & (size_t[:, None] < SMALL_FACE_PX)
+    fallback = threshold + 1e-3 * (1 - dist / np.maximum(size_t[:, None], 1e-6))
+    return np.where(near & (ious < threshold), fallback, ious)
+
+
 class IoUTracker:
     def __init__(self, cfg: TrackerConfig) -> None:
         self.cfg = cfg
@@ -36,7 +55,11 @@ class IoUTracker:
         matched: list[tuple[Track, int]] = []
         free = set(range(len(dets)))
         if self.tracks and dets:
-            ious = iou_matrix(np.array([t.box for t in self.tracks]), np.array([d.box for d in dets]))
+            ious = _similarity(
+                np.array([t.box for t in self.tracks]),
+                np.array([d.box for d in dets]),
+                self.cfg.iou_threshold,
+            )
             # Greedy by best overlap: with a handful of faces this equals the optimal matching.
             for ti, di in zip(*np.unravel_index(np.argsort(-ious, axis=None), ious.shape), strict=True):
                 if ious[ti, di] < self.cfg.iou_threshold:

@@ -1,0 +1,155 @@
+"""Small faces: YuNet through the backend interface, the default auto detector, fetching YuNet,
+and the analyzer looking at regions between whole-frame scans."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeemo.analyzer import FaceModels, FrameAnalyzer
+from edgeemo.config import Config, DetectorConfig
+from edgeemo.detectors import iou_matrix
+from edgeemo.detectors.yunet import merge_regions
+from edgeemo.errors import ModelError
+from edgeemo.modelstore import catalog, fetch
+from edgeemo.tools.devtools import astronaut_bgr, empty_room
+from tests.conftest import shared_path
+
+FACE = (slice(20, 260), slice(150, 390))  # the astronaut's head in skimage's picture
+
+
+def _scene(face_px: int, at: tuple[int, int] = (900, 400), size: tuple[int, int] = (1920, 1080)) -> tuple:
+    """A 1080p room with the astronaut's head pasted so her face is about ``face_px`` wide."""
+    frame = empty_room(*size)
+    head = cv2.resize(astronaut_bgr()[FACE], (face_px * 2, face_px * 2), interpolation=cv2.INTER_AREA)
+    x, y = at
+    frame[y : y + head.shape[0], x : x + head.shape[1]] = head
+    return frame, np.array([[x, y, head.shape[1], head.shape[0]]], np.float32)
+
+
+def _found(dets: list, region: np.ndarray) -> bool:
+    """A detection whose centre lies in the pasted head."""
+    for d in dets:
+        box = d.box if hasattr(d, "box") else np.array(d["box"], np.float32)
+        cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+        x, y, w, h = region[0]
+        if x <= cx <= x + w and y <= cy <= y + h:
+            return True
+    return False
+
+
+def test_yunet_decoder_agrees_with_opencvs_face_detector_yn(models_dir: Path) -> None:
+    frame, _ = _scene(40)
+    ours = FaceModels.from_settings(models_dir, DetectorConfig(model="yunet", score_threshold=0.6)).detector
+    ref = cv2.FaceDetectorYN.create(str(models_dir / catalog()["yunet"].file), "", (1920, 1080), 0.6, 0.3)
+    _, faces = ref.detect(frame)
+    assert faces is not None and len(faces) >= 1
+    mine = np.array([d.box for d in ours.detect(frame)], np.float32)
+    assert len(mine) == len(faces)
+    assert iou_matrix(faces[:, :4].astype(np.float32), mine).max(axis=1).min() > 0.95
+
+
+@pytest.mark.parametrize("face_px", [32, 56, 100])
+def test_auto_finds_faces_blazeface_cannot_see_in_1080p(models_dir: Path, face_px: int) -> None:
+    frame, head = _scene(face_px)
+    short = FaceModels.from_settings(models_dir, DetectorConfig(model="short_range"))
+    auto = FaceModels.from_settings(models_dir)  # the defaults: detector.model auto
+    assert not _found(short.detector.detect(frame), head)
+    faces = auto.analyse_image(frame)
+    assert _found(faces, head), faces
+    assert len(faces) == 1  # nothing else in the room is taken for a face
+
+
+def test_auto_still_finds_a_frame_filling_face_once(models_dir: Path) -> None:
+    face = cv2.resize(astronaut_bgr()[FACE], (480, 480))
+    dets = FaceModels.from_settings(models_dir).detector.detect(face)
+    assert len(dets) == 1 and dets[0].size > 150
+
+
+@pytest.mark.shared
+def test_auto_takes_no_dog_for_a_face(models_dir: Path) -> None:
+    dogs = cv2.imread(str(shared_path("data", "dlib_faces", "images", "dogs.jpg")))
+    big = cv2.resize(dogs, (1920, 1080))
+    yunet = FaceModels.from_settings(models_dir, DetectorConfig(model="yunet", score_threshold=0.5))
+    assert yunet.detector.detect(big)  # YuNet alone sees faces in the dogs...
+    assert FaceModels.from_settings(models_dir).detector.detect(big) == []  # ...the confirmed auto does not
+
+
+def test_regions_are_clipped_and_merged() -> None:
+    boxes = [[-10, -10, 50, 50], [30, 30, 40, 40], [500, 300, 10, 10], [700, 100, 50, 50]]
+    r = merge_regions([np.array(b, np.float32) for b in boxes], 640, 480)
+    # The overlapping pair becomes one box clipped to the frame, the tiny one grows to 32 px,
+    # and the one outside the frame is dropped.
+    assert r == [(0, 0, 70, 70), (489, 289, 521, 321)]
+
+
+def _counting_scans(analyzer: FrameAnalyzer) -> tuple[list, list]:
+    """Record the sizes YuNet is run on: whole frames and region crops."""
+    small = analyzer.models.detector.small
+    whole, crops = [], []
+    raw = small._raw
+
+    def counting(image: np.ndarray):  # type: ignore[no-untyped-def]
+        (whole if image.shape[1] >= 1920 else crops).append(image.shape)
+        return raw(image)
+
+    small._raw = counting
+    return whole, crops
+
+
+def test_the_analyzer_tracks_a_small_face_with_region_scans(models_dir: Path) -> None:
+    """A far face walks across a 1080p room: found on the first (whole-frame) scan, then refound
+    in its neighbourhood on the frames between scans; YuNet never reads a whole frame twice.
+    It is in view but too small to read: counted, no event."""
+    cfg = Config.model_validate({"cameras": [{"name": "hall", "source": "x"}]})
+    analyzer = FrameAnalyzer.for_camera(cfg, "hall", models_dir)
+    whole, crops = _counting_scans(analyzer)
+    events = []
+    for i in range(25):  # 5 s at 5 fps, the face moving 12 px a frame
+        frame, _ = _scene(32, at=(600 + 12 * i, 500))
+        events += analyzer.process(frame, 1000.0 + i / 5).events
+    assert len(whole) == 1 and len(crops) >= 10
+    assert len(analyzer.tracker.tracks) == 1 and analyzer.tracker.tracks[0].small
+    state = analyzer.state(1005.0)
+    assert events == [] and state["faces"] == 1 and state["unreadable_faces"] == 1
+
+
+def test_an_approaching_person_enters_once_when_the_face_is_readable(models_dir: Path) -> None:
+    cfg = Config.model_validate({"cameras": [{"name": "hall", "source": "x"}]})
+    analyzer = FrameAnalyzer.for_camera(cfg, "hall", models_dir)
+    events, first_readable = [], None
+    for i in range(30):  # 6 s at 5 fps: the face grows from 16 to 74 px wide as she comes closer
+        px = 16 + 2 * i
+        frame, _ = _scene(px, at=(900 - px, 500 - px))
+        new = analyzer.process(frame, 1000.0 + i / 5).events
+        if analyzer.state(0)["faces"] - analyzer.state(0)["unreadable_faces"] and first_readable is None:
+            first_readable = i
+        events += new
+    assert [e["event_type"] for e in events] == ["face_entered"]  # one visit, not one per size
+    assert first_readable is not None and events[0]["track_id"] == analyzer.tracker.tracks[0].id
+
+
+def test_yunet_is_fetched_from_a_local_copy_with_its_checksum(tmp_path: Path) -> None:
+    copy = shared_path("models", "yunet")
+    out = tmp_path / "models"
+    report = fetch(out, ["yunet"], local_dirs=[copy])
+    target = out / catalog()["yunet"].file
+    assert target.is_file() and "sha256 ok" in report[0]
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == catalog()["yunet"].sha256
+    assert target.stat().st_mode & 0o777 == 0o644
+    # A damaged copy is refused and nothing is installed.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(copy / target.name, bad / target.name)
+    with (bad / target.name).open("r+b") as f:
+        f.seek(1000)
+        f.write(b"\0" * 16)
+    target.unlink()
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        fetch(out, ["yunet"], local_dirs=[bad])
+    assert not target.exists() and not list(out.glob("*.part"))
