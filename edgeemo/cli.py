@@ -110,7 +110,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             **({"score_threshold": args.threshold} if args.threshold else {}),
         ),
         EmotionConfig(model=args.emotion_model),
-        InferenceConfig(backend=args.backend),
+        InferenceConfig(backend=args.backend, fallback=args.fallback),
     )
     failed = 0
     for path in args.images:
@@ -268,9 +268,22 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="one JSON object per image per line")
     d.add_argument("--detector", default="short_range", help="short_range, full_range or a .tflite path")
     d.add_argument("--detector-edgetpu", help="Edge TPU compiled detector (with --backend edgetpu)")
-    d.add_argument("--emotion-model", default=EMOTION_DEFAULT)
-    d.add_argument("--threshold", type=float, help="detector score threshold")
+    d.add_argument(
+        "--emotion-model",
+        default=EMOTION_DEFAULT,
+        help=f"built-in emotion model or a .tflite with a manifest beside it (default {EMOTION_DEFAULT})",
+    )
+    d.add_argument(
+        "--threshold", type=float, help="detector score threshold, 0 to 1 (default 0.6; lower finds more)"
+    )
     d.add_argument("--backend", choices=list(BACKENDS), default="cpu", help=BACKEND_HELP)
+    d.add_argument(
+        "--fallback",
+        choices=["cpu", "none"],
+        default="cpu",
+        help="when a model has no Edge TPU compiled version or the Edge TPU is unusable: "
+        "run it on the CPU and say so (default), or stop with exit 1",
+    )
     d.add_argument("--models-dir")
     d.set_defaults(func=cmd_detect)
 

@@ -6,6 +6,8 @@ the delegate); quantising, batching and reading outputs is the same and lives he
 
 from __future__ import annotations
 
+import getpass
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -108,7 +110,21 @@ def check_model_file(path: Path) -> None:
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; run `edgeemo models fetch` or fix the path")
     size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except PermissionError:
+        raise ModelError(unreadable(path)) from None
     if size < 16 or head[4:8] != b"TFL3":
         raise ModelError(f"{path} is not a TFLite model (truncated or wrong file, {size} bytes)")
+
+
+def unreadable(path: Path) -> str:
+    """Why the service user cannot read a model file, and the fix (a config-class problem:
+    restarting will not help, so it exits 78 like any other unusable model)."""
+    st = path.stat()
+    return (
+        f"model file {path} is not readable by user {getpass.getuser()} (mode "
+        f"{stat.filemode(st.st_mode)}, owner uid {st.st_uid}): as root run `chmod 0644 {path}`, "
+        "or install it again with `edgeemo models fetch`, which installs model files 0644"
+    )
