@@ -25,6 +25,7 @@ from edgeemo.sources import CameraReader, FrameQueue, make_source
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 5.0
+STOP_GRACE_S = 2.5  # on stop, how long readers get to end by themselves (systemd waits 90 s)
 
 
 def default_state_dir() -> Path:
@@ -88,9 +89,8 @@ class Daemon:
             f"camera {cam.name}",
         )
         queue = FrameQueue(depth=2)
-        reader = CameraReader(
-            cam.name, self.sources[cam.name], cam.detect_fps, queue, self.publisher.camera_status
-        )
+        # The reader's online/offline changes reach MQTT through the queue and the loop (in order).
+        reader = CameraReader(cam.name, self.sources[cam.name], cam.detect_fps, queue)
         loop = CameraLoop(
             FrameAnalyzer(cam.name, models, self.cfg), queue, self.publisher, self.cfg.mqtt.state_heartbeat_s
         )
@@ -161,12 +161,21 @@ class Daemon:
 
     def shutdown(self) -> int:
         notify.notify("STOPPING=1")
+        # Readers first: each says offline and closes its queue, and its loop ends the visits
+        # (face_left, faces 0) before passing the offline on. Only a loop whose reader hangs
+        # in read() is told to stop; it ends its visits the same way. Then the publisher
+        # flushes, so all of it reaches the broker before "offline".
         for c in self.cameras:
             c.reader.stop_event.set()
-            c.loop.stop_event.set()
+        deadline = time.monotonic() + STOP_GRACE_S
         for c in self.cameras:
-            c.loop.join(timeout=2.0)
-            c.reader.join(timeout=2.0)
+            c.loop.join(timeout=max(0.0, deadline - time.monotonic()))
+        for c in self.cameras:
+            if c.loop.is_alive():
+                c.loop.stop_event.set()
+                c.loop.join(timeout=2.0)
+        for c in self.cameras:
+            c.reader.join(timeout=0.5)
         self.publisher.stats(self.stats())
         self.publisher.stop()
         log.info("stopped")

@@ -14,7 +14,7 @@ import pytest
 
 from edgeemo.tools.devtools import free_port, make_demo_clip, start_broker, wait_port
 from tests import ha_schema
-from tests.conftest import DaemonProcess, Recorder
+from tests.conftest import DaemonProcess, Recorder, ending_order
 
 HERE = Path(__file__).resolve().parent
 
@@ -223,8 +223,10 @@ def test_rtsp_camera_end_to_end_and_recovery(
         recorder.wait_for(lambda t, p: t == f"{prefix}/porch/status" and p == "offline", timeout=20)
         time.sleep(2)
         assert d.proc.poll() is None
-        # Nobody stays "in view" of a camera that cannot see: the face left while it was down.
+        # Nobody stays "in view" of a camera that cannot see: the visit ends, and HA sees it
+        # end before the camera goes unavailable (face_left, faces 0, then offline).
         recorder.wait_for(lambda t, p: t.endswith("/porch/event") and "face_left" in p, timeout=10)
+        assert ending_order(recorder, "porch")[:3] == ["face_left", "faces 0", "offline"]
         n_online = len(recorder.find(lambda t, p: t == f"{prefix}/porch/status" and p == "online"))
         n_entered = len(recorder.find(lambda t, p: t.endswith("/porch/event") and "face_entered" in p))
         server = start_rtsp(port, astronaut_png, "viewer", "s3cret-Pw")  # and comes back

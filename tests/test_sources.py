@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 from edgeemo.config import CameraConfig
-from edgeemo.sources import CameraReader, Frame, FrameQueue, Source, SourceError, make_source
+from edgeemo.sources import (
+    END,
+    CameraReader,
+    Frame,
+    FrameQueue,
+    Source,
+    SourceError,
+    StatusChange,
+    make_source,
+)
 from edgeemo.sources.base import frame_problem
 from edgeemo.sources.file import FileSource
 from edgeemo.sources.rtsp import RTSPSource
@@ -65,6 +74,17 @@ def test_queue_drops_the_oldest_and_counts() -> None:
     assert q.get(0.1).index == 4 and q.get(0.05) is None
 
 
+def test_queue_never_drops_status_changes() -> None:
+    q = FrameQueue(depth=1)
+    q.put(Frame("c", 0.0, np.zeros((8, 8), np.uint8), 0))
+    q.put_status(StatusChange(False, "stream broke"))
+    q.put(Frame("c", 1.0, np.zeros((8, 8), np.uint8), 1))  # drops frame 0, not the status
+    q.close()
+    got = [q.get(0.05) for _ in range(3)]
+    assert got[0] == StatusChange(False, "stream broke") and got[1].index == 1 and got[2] is END
+    assert q.dropped == 1
+
+
 @pytest.mark.parametrize(
     ("img", "problem"),
     [
@@ -106,11 +126,8 @@ class ScriptedSource(Source):
 def test_reader_reconnects_with_backoff_and_skips_bad_frames() -> None:
     good = np.zeros((48, 64, 3), np.uint8)
     src = ScriptedSource(2, [good, np.zeros((2, 2), np.uint8), good, "garbage", good])
-    statuses: list[bool] = []
     q = FrameQueue(depth=10)
-    r = CameraReader(
-        "cam", src, fps=1000, queue=q, on_status=lambda _c, on: statuses.append(on), backoff=(0.05, 0.2)
-    )
+    r = CameraReader("cam", src, fps=1000, queue=q, backoff=(0.05, 0.2))
     r.start()
     deadline = time.monotonic() + 5
     while src.opens < 4 and time.monotonic() < deadline:
@@ -119,17 +136,22 @@ def test_reader_reconnects_with_backoff_and_skips_bad_frames() -> None:
     r.join(2)
     assert src.opens >= 4  # two failed opens, one good session, then reconnect attempts
     assert r.bad_frames == 2 and r.frames_read == 3
-    assert statuses[:2] == [True, False]  # online with the first frame, offline when it broke
-    assert q.get(0.1) is not None
+    items = []
+    while (item := q.get(0.05)) is not None and item is not END:
+        items.append(item)
+    # Online with the first frame, offline when it broke: in the queue, in order with the frames.
+    statuses = [i.online for i in items if isinstance(i, StatusChange)]
+    assert statuses[:2] == [True, False]
+    assert isinstance(items[0], StatusChange) and isinstance(items[1], Frame)
 
 
 def test_reader_fps_cap_skips_frames_without_counting_drops(clip: Path) -> None:
     q = FrameQueue(depth=100)
-    r = CameraReader("cam", FileSource(str(clip)), fps=2.0, queue=q, on_status=lambda *_: None)
+    r = CameraReader("cam", FileSource(str(clip)), fps=2.0, queue=q)
     r.start()
     r.finished.wait(10)
     assert r.frames_read == 20
-    assert 3 <= len(q._q) <= 6  # ~2 frames/s of a 2 s clip
+    assert 3 <= q._frames <= 6  # ~2 frames/s of a 2 s clip
     assert q.dropped == 0
 
 
@@ -188,8 +210,8 @@ def test_one_stalled_reader_does_not_block_another(clip: Path) -> None:
             threading.Event().wait(30)
 
     q1, q2 = FrameQueue(), FrameQueue(depth=100)
-    hung = CameraReader("a", Hanging(0, []), 5, q1, lambda *_: None)
-    ok = CameraReader("b", FileSource(str(clip)), 100, q2, lambda *_: None)
+    hung = CameraReader("a", Hanging(0, []), 5, q1)
+    ok = CameraReader("b", FileSource(str(clip)), 100, q2)
     hung.start()
     ok.start()
     assert ok.finished.wait(10) and ok.frames_read == 20

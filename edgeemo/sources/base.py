@@ -7,7 +7,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ __all__ = [
     "FrameQueue",
     "Source",
     "SourceError",
+    "StatusChange",
     "frame_problem",
 ]
 
@@ -75,23 +75,45 @@ def frame_problem(img: object) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """The camera went online or offline. It travels through the queue in order with the
+    frames, so the consumer ends the visits a lost camera had before it says ``offline``
+    (Home Assistant drops events of an entity that is already unavailable)."""
+
+    online: bool
+    why: str = ""
+
+
 class FrameQueue:
     """Bounded queue: real time wins over completeness, the oldest frame is dropped.
 
+    Status changes are queued too and never dropped (they are few: one per transition).
     The producer ``close``s it when its source has ended for good; the consumer then gets
     what is left and after that :data:`END`, so it never needs to ask the producer."""
 
     def __init__(self, depth: int = 2) -> None:
-        self._q: deque[Frame] = deque(maxlen=depth)
+        self.depth = depth
+        self._q: deque[Frame | StatusChange] = deque()
+        self._frames = 0  # frames in _q (the bound applies to them only)
         self._cv = threading.Condition()
         self._closed = False
         self.dropped = 0
 
     def put(self, frame: Frame) -> None:
         with self._cv:
-            if len(self._q) == self._q.maxlen:
+            if self._frames >= self.depth:
+                oldest = next(i for i, item in enumerate(self._q) if isinstance(item, Frame))
+                del self._q[oldest]
+                self._frames -= 1
                 self.dropped += 1
             self._q.append(frame)
+            self._frames += 1
+            self._cv.notify()
+
+    def put_status(self, change: StatusChange) -> None:
+        with self._cv:
+            self._q.append(change)
             self._cv.notify()
 
     def close(self) -> None:
@@ -99,13 +121,16 @@ class FrameQueue:
             self._closed = True
             self._cv.notify_all()
 
-    def get(self, timeout: float) -> Frame | EndOfStream | None:
-        """The oldest frame; None when none came within ``timeout``; END once closed and empty."""
+    def get(self, timeout: float) -> Frame | StatusChange | EndOfStream | None:
+        """The oldest item; None when none came within ``timeout``; END once closed and empty."""
         with self._cv:
             if not self._q and not self._closed:
                 self._cv.wait(timeout)
             if self._q:
-                return self._q.popleft()
+                item = self._q.popleft()
+                if isinstance(item, Frame):
+                    self._frames -= 1
+                return item
             return END if self._closed else None
 
 
@@ -117,7 +142,10 @@ END = EndOfStream()
 
 
 class CameraReader(threading.Thread):
-    """Reads a source into a FrameQueue at most ``fps`` times a second, reconnecting forever."""
+    """Reads a source into a FrameQueue at most ``fps`` times a second, reconnecting forever.
+
+    Online/offline changes go into the queue as :class:`StatusChange`; the camera loop
+    publishes them after what the frames before them caused."""
 
     def __init__(
         self,
@@ -125,7 +153,6 @@ class CameraReader(threading.Thread):
         source: Source,
         fps: float,
         queue: FrameQueue,
-        on_status: Callable[[str, bool], None],
         backoff: tuple[float, float] = (1.0, 60.0),
     ) -> None:
         super().__init__(name=f"reader-{name}", daemon=True)
@@ -133,7 +160,6 @@ class CameraReader(threading.Thread):
         self.source = source
         self.interval = 1.0 / fps
         self.queue = queue
-        self.on_status = on_status
         self.backoff = backoff
         self.stop_event = threading.Event()
         self.finished = threading.Event()
@@ -152,7 +178,7 @@ class CameraReader(threading.Thread):
                 log.info("camera %s: stopped", self.camera)
             else:
                 log.warning("camera %s: offline: %s", self.camera, why)
-            self.on_status(self.camera, online)
+            self.queue.put_status(StatusChange(online, why))
 
     @property
     def dropped(self) -> int:
