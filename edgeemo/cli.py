@@ -87,11 +87,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from edgeemo import preflight
     from edgeemo.config import load_config
+    from edgeemo.modelstore import default_models_dir
 
     cfg = load_config(Path(args.file))
+    models_dir = Path(args.models_dir) if args.models_dir else cfg.models_dir or default_models_dir()
+    checked = preflight.check(cfg, models_dir, secrets=not args.no_secrets)
     cams = ", ".join(f"{c.name} ({c.kind})" for c in cfg.cameras)
-    print(f"{args.file}: ok — {len(cfg.cameras)} camera(s): {cams}")
+    print(f"{args.file}: ok — {len(cfg.cameras)} camera(s): {cams}; models in {models_dir}")
+    if checked.unchecked_secrets:
+        named = ", ".join(f"${{{n}}} ({where})" for n, where in checked.unchecked_secrets.items())
+        print(
+            f"{args.file}: NOT checked (--no-secrets): whether {named} are set; the machine that runs "
+            "edgeemo must provide them (environment or systemd credential)"
+        )
     return 0
 
 
@@ -259,8 +269,19 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("check-config", help="validate a config file; exit 0 if valid, 78 if not")
+    c = sub.add_parser(
+        "check-config",
+        help="check a config as `run` does before opening a camera (models, sources, secrets); "
+        "exit 0 if good, 78 if not",
+    )
     c.add_argument("file")
+    c.add_argument("--models-dir", help="where model files are installed (default: as `run`)")
+    c.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="do not look up ${NAME} secrets (on a machine that does not have them, e.g. an Ansible "
+        "controller); everything else is checked, and the output says which secrets were not",
+    )
     c.set_defaults(func=cmd_check_config)
 
     d = sub.add_parser("detect", help="find faces and emotions in images")

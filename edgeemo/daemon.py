@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeemo import credentials, notify
-from edgeemo.analyzer import FaceModels, FrameAnalyzer, resolve_detector, resolve_emotion
+from edgeemo import credentials, notify, preflight
+from edgeemo.analyzer import FaceModels, FrameAnalyzer
 from edgeemo.camera_loop import CameraLoop
 from edgeemo.config import CameraConfig, Config
 from edgeemo.health import Health
@@ -21,7 +21,7 @@ from edgeemo.mqtt.discovery import discovery_messages
 from edgeemo.mqtt.publisher import Publisher
 from edgeemo.mqtt.topics import Topics
 from edgeemo.outbox import Outbox
-from edgeemo.sources import CameraReader, FrameQueue, make_source
+from edgeemo.sources import CameraReader, FrameQueue
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 5.0
@@ -50,12 +50,13 @@ class Daemon:
         self.state_dir = cfg.state_dir or default_state_dir()
         self.stop_event = threading.Event()
         self.cameras: list[Camera] = []
-        # Everything that can fail on bad input is resolved here, before any camera opens.
-        self.emotion_model = resolve_emotion(cfg.emotion, self.models_dir)
-        self.detector_models: dict[str, ResolvedModel] = {
-            cam.name: resolve_detector(cfg.detector_for(cam), self.models_dir) for cam in cfg.cameras
-        }
-        self.sources = {cam.name: make_source(cam) for cam in cfg.cameras if cam.enabled}
+        # Everything that can fail on bad input is checked here, before any camera opens, by
+        # the same code as `edgeemo check-config`.
+        checked = preflight.check(cfg, self.models_dir)
+        assert checked.emotion_model is not None
+        self.emotion_model: ResolvedModel = checked.emotion_model
+        self.detector_models: dict[str, ResolvedModel] = checked.detector_models
+        self.sources = checked.sources
         self.labels = list(self.emotion_model.manifest.labels or [])
         self.device_id = device_id(cfg, self.state_dir)
         self.device_name = device_name(cfg)

@@ -130,10 +130,12 @@ def test_missing_model_and_unknown_backend(tmp_path: Path) -> None:
         load_model(tmp_path / "x.tflite", "gpu")
 
 
-def test_run_with_missing_models_is_one_line(tmp_path: Path) -> None:
+def test_run_with_missing_models_is_one_line_per_model(tmp_path: Path) -> None:
     r = run_cli("run", "--source", "x.mp4", "--models-dir", str(tmp_path))
     assert r.returncode == 78
-    assert r.stderr.strip().count("\n") == 0 and "edgeemo models fetch" in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and all("edgeemo models fetch" in line for line in lines), lines
+    assert lines[0].startswith("edgeemo: model error: emotion.model:") and "detector.model:" in lines[1]
 
 
 def test_cpu_backend_does_not_import_the_edgetpu_module() -> None:
