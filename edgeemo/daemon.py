@@ -17,7 +17,7 @@ from edgeemo.config import CameraConfig, Config
 from edgeemo.health import Health
 from edgeemo.identity import device_id, device_name
 from edgeemo.modelstore import ResolvedModel, default_models_dir
-from edgeemo.mqtt.discovery import discovery_messages
+from edgeemo.mqtt.discovery import PublishedConfigs, discovery_messages
 from edgeemo.mqtt.publisher import Publisher
 from edgeemo.mqtt.topics import Topics
 from edgeemo.outbox import Outbox
@@ -70,16 +70,23 @@ class Daemon:
             Outbox(self.state_dir / "outbox.sqlite3", cfg.outbox.max_events, cfg.outbox.max_age_s),
         )
         self.health = Health(self.publisher)
+        self.published_configs = PublishedConfigs(self.state_dir / "discovery-published.json")
 
-    def _discovery(self) -> list[tuple[str, dict]]:
-        return discovery_messages(
-            self.cfg.mqtt.discovery_prefix,
-            self.topics,
-            self.device_id,
-            self.device_name,
-            [c.name for c in self.cfg.cameras if c.enabled],
-            self.labels,
+    def _discovery(self) -> list[tuple[str, dict | None]]:
+        msgs = (
+            discovery_messages(
+                self.cfg.mqtt.discovery_prefix,
+                self.topics,
+                self.device_id,
+                self.device_name,
+                [c.name for c in self.cfg.cameras if c.enabled],
+                self.labels,
+            )
+            if self.cfg.mqtt.discovery
+            else []
         )
+        # Plus removals of what an earlier run published and this one does not (ghost entities).
+        return self.published_configs.with_removals(msgs)
 
     def _build_camera(self, cam: CameraConfig) -> Camera:
         # Each camera opens its own models: TFLite interpreters are not shared across threads yet.

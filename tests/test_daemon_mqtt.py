@@ -48,7 +48,9 @@ def test_file_clip_publishes_discovery_state_events(
     for topic, payload, _ in configs:
         body = json.loads(payload)
         assert ha_schema.validate(topic, body) == [], body
-    by_name = {json.loads(p)["name"]: json.loads(p) for _, p, _ in configs}
+    by_name = {json.loads(p)["name"]: json.loads(p) for t, p, _ in configs if "/device_automation/" not in t}
+    triggers = [json.loads(p) for t, p, _ in configs if "/device_automation/" in t]
+    assert sorted(t["type"] for t in triggers) == sorted(["face_entered", "emotion_changed", "face_left"])
     emo = by_name["Dominant emotion"]
     assert emo["device_class"] == "enum" and "happy" in emo["options"] and "none" in emo["options"]
     assert emo["device"]["via_device"] == by_name["Memory"]["device"]["identifiers"][0]
@@ -62,6 +64,10 @@ def test_file_clip_publishes_discovery_state_events(
     assert ha_schema.render(emo["value_template"], state_payload) in emo["options"]
     assert ha_schema.render(by_name["Faces in view"]["value_template"], state_payload).isdigit()
 
+    # The device triggers fire on the events the daemon really sent (HA's automation editor).
+    sent = [p for t, p, _ in recorder.messages if t.endswith("/visit/event")]
+    fired = sorted(t["type"] for t in triggers for p in sent if ha_schema.trigger_fires(t, p))
+    assert fired == ["face_entered", "face_left"]
     events = recorder.json_on("/visit/event")
     kinds = [e["event_type"] for e in events]
     assert kinds == ["face_entered", "face_left"], kinds  # a steady face: two events, not one per frame

@@ -39,7 +39,7 @@ class Publisher:
         topics: Topics,
         client_id: str,
         password: str | None,
-        discovery: Callable[[], list[tuple[str, dict]]],
+        discovery: Callable[[], list[tuple[str, dict | None]]],
         outbox: Outbox,
     ) -> None:
         self.cfg = cfg
@@ -59,6 +59,7 @@ class Publisher:
         self.topics = topics
         self._discovery = discovery
         self._retained: dict[str, str] = {}  # topic → last payload, replayed on reconnect
+        self._last_stats: str | None = None  # re-sent when Home Assistant comes online
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.dropped = 0  # messages paho refused (queue full)
@@ -174,14 +175,18 @@ class Publisher:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":
-            log.info("Home Assistant came online: re-sending discovery and states")
+            log.info("Home Assistant came online: re-sending discovery, states and stats")
             self._republish()
+            if self._last_stats is not None:  # not "unknown" in HA until the next interval
+                self._client.publish(self.topics.stats, self._last_stats, qos=0, retain=False)
 
     def _republish(self) -> None:
         """Discovery, then the last retained states and camera statuses (broker may have lost them)."""
-        if self.cfg.discovery:
-            for topic, payload in self._discovery():
-                self._client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        # The callback honours mqtt.discovery itself (it may still remove what was published
+        # before); a None payload is an empty retained config, HA's signal to remove an entity.
+        for topic, payload in self._discovery():
+            body = "" if payload is None else json.dumps(payload)
+            self._client.publish(topic, body, qos=1, retain=True)
         with self._lock:
             replay = list(self._retained.items())
         for topic, payload in replay:
@@ -285,4 +290,5 @@ class Publisher:
             time.sleep(0.01)
 
     def stats(self, stats: dict) -> None:
-        self._send(self.topics.stats, json.dumps(stats), retain=False, qos=0)
+        self._last_stats = json.dumps(stats)
+        self._send(self.topics.stats, self._last_stats, retain=False, qos=0)
