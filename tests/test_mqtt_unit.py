@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -20,8 +21,6 @@ from edgeemo.mqtt.discovery import EVENT_TYPES, discovery_messages
 from edgeemo.mqtt.publisher import Publisher
 from edgeemo.mqtt.topics import Topics
 from edgeemo.outbox import Outbox
-import numpy as np
-
 from tests.ha_schema import render as ha_schema_render
 from tests.ha_schema import trigger_fires as ha_trigger_fires
 from tests.ha_schema import validate
