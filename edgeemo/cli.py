@@ -1,4 +1,4 @@
-"""Command line: run, check-config, detect, eval, models, demo."""
+"""Command line: run, check-config, detect, eval, bench, models, demo."""
 
 from __future__ import annotations
 
@@ -67,6 +67,11 @@ def build_config(args: argparse.Namespace):
     if args.source:
         taken: set[str] = set()
         data["cameras"] = [{"name": default_name(s, taken), "source": s} for s in args.source]
+    if getattr(args, "loop", False):
+        if not args.source:
+            raise ConfigError("--loop goes with --source (in a config file: loop: true per camera)")
+        for cam in data["cameras"]:
+            cam["loop"] = True
     if args.mqtt:
         data["mqtt"] = {**(data.get("mqtt") or {}), **parse_mqtt_url(args.mqtt)}
     if args.state_dir:
@@ -263,6 +268,12 @@ def make_parser() -> argparse.ArgumentParser:
         action="append",
         help="camera URL, video/image file, /dev/videoN or picamera2 (repeatable)",
     )
+    r.add_argument(
+        "--loop",
+        action="store_true",
+        help="video files and images given with --source play again from the start when they end "
+        "(an image is then a camera that always sees it); without it a file ends the run",
+    )
     r.add_argument("--mqtt", help="mqtt[s]://[user[:password]@]host[:port]")
     r.add_argument("--state-dir", help="where the daemon keeps its state")
     r.add_argument("--models-dir", help="where model files are installed")
@@ -337,7 +348,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--cameras", default="1,2", help="parallel camera counts to measure, e.g. 1,2,4")
     b.add_argument("--skip", action="append", choices=["fer_style", "resnet18"])
     b.add_argument("--plot", help="write a PNG of frames per second against cameras here")
-    b.add_argument("--emotion-model", default=EMOTION_DEFAULT)
+    b.add_argument(
+        "--emotion-model", default=EMOTION_DEFAULT, help="built-in emotion model or a .tflite with a manifest"
+    )
     b.add_argument("--models-dir")
     b.set_defaults(func=cmd_bench)
 
@@ -366,5 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeemoError as e:
         print(f"edgeemo: {e.prefix}{e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # `edgeemo models inspect … | head`: the reader left; not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130

@@ -4,6 +4,7 @@ Real daemon, real Mosquitto; the recorder keeps arrival order across topics."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -62,3 +63,17 @@ def test_sigterm_mid_visit_ends_it_before_offline(
     assert ending_order(recorder, "porch")[:3] == ["face_left", "faces 0", "offline"], d.log
     states = recorder.json_on("/porch/state")
     assert states[-1]["faces"] == 0
+
+
+def test_run_loop_keeps_a_still_image_in_view(
+    recorder: Recorder, broker: int, daemon, astronaut_png: Path
+) -> None:
+    """`edgeemo run --source face.png --loop`: a camera that always sees the image (without
+    --loop an image is one frame and the run ends)."""
+    d: DaemonProcess = daemon(
+        "--source", str(astronaut_png), "--loop", "--mqtt", f"mqtt://127.0.0.1:{broker}"
+    )
+    recorder.wait_for(lambda t, p: t.endswith("/astronaut/event") and "face_entered" in p, timeout=40)
+    time.sleep(2)
+    assert d.proc.poll() is None, d.log
+    assert d.stop() == 0
