@@ -54,3 +54,20 @@ def test_eval_on_an_image_or_a_wrong_file_says_what_eval_wants(tmp_path: Path, a
 def test_loop_needs_a_source() -> None:
     r = run_cli("run", "--loop")
     assert r.returncode == 78 and "--loop goes with --source" in r.stderr
+
+
+def test_every_log_line_has_time_and_level(daemon) -> None:  # type: ignore[no-untyped-def]
+    """No raw OpenCV/FFmpeg or TFLite runtime lines ("[ WARN:0@…]", "INFO: Created TensorFlow
+    Lite XNNPACK delegate") in the journal: each line has edgeemo's time and level."""
+    import re
+    import time
+
+    d = daemon("--source", "/dev/video77", "--mqtt", "mqtt://127.0.0.1:1")
+    deadline = time.monotonic() + 30
+    while "retrying in" not in d.log and time.monotonic() < deadline:
+        time.sleep(0.2)
+    d.stop()
+    lines = [line for line in d.log.splitlines() if line.strip()]
+    assert any("V4L2 device /dev/video77" in line for line in lines), d.log
+    raw = [line for line in lines if not re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ", line)]
+    assert raw == [], raw
