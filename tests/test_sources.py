@@ -26,7 +26,8 @@ from edgeemo.sources import (
 from edgeemo.sources.base import frame_problem
 from edgeemo.sources.file import FileSource
 from edgeemo.sources.rtsp import RTSPSource
-from edgeemo.tools.devtools import make_demo_clip
+from edgeemo.tools.devtools import free_port, make_demo_clip
+from tests.test_daemon_mqtt import rtsp_available  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +217,31 @@ def test_one_stalled_reader_does_not_block_another(clip: Path) -> None:
     ok.start()
     assert ok.finished.wait(10) and ok.frames_read == 20
     hung.stop_event.set()
+
+
+@pytest.mark.rtsp
+@pytest.mark.usefixtures("rtsp_available")
+def test_rtsp_failures_say_which(astronaut_png: Path) -> None:
+    """Refused, wrong path (404), wrong password (401), no password, unknown host: each named."""
+    from tests.test_daemon_mqtt import start_rtsp
+
+    port = free_port()
+    server = start_rtsp(port, astronaut_png, "viewer", "s3cret-Pw")
+    cases = {
+        f"rtsp://viewer:s3cret-Pw@127.0.0.1:{port}/nope": "no stream at /nope (RTSP 404)",
+        f"rtsp://viewer:WRONG-pw@127.0.0.1:{port}/face": "refused the user name 'viewer' or its password",
+        f"rtsp://127.0.0.1:{port}/face": "wants a user name and password (RTSP 401)",
+        f"rtsp://viewer:s3cret-Pw@127.0.0.1:{free_port()}/face": "refused the connection: nothing listens",
+        "rtsp://viewer:s3cret-Pw@camera.invalid/face": "does not resolve",
+    }
+    try:
+        for url, expected in cases.items():
+            with pytest.raises(SourceError) as e:
+                RTSPSource(url, timeout_s=3).open()
+            msg = str(e.value)
+            assert expected in msg and "s3cret" not in msg and "WRONG-pw" not in msg, msg
+        ok = RTSPSource(f"rtsp://viewer:s3cret-Pw@127.0.0.1:{port}/face", timeout_s=5)
+        ok.open()  # the right URL still opens
+        ok.close()
+    finally:
+        server.kill()
