@@ -27,6 +27,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+CLIP_ENDED = "the clip ended"
 MAX_PIXELS = 8192 * 8192  # larger than any camera; beyond this a frame is treated as corrupt
 
 
@@ -176,6 +177,8 @@ class CameraReader(threading.Thread):
                 log.info("camera %s: online (%s)", self.camera, self.source.describe())
             elif self.stop_event.is_set():
                 log.info("camera %s: stopped", self.camera)
+            elif why == CLIP_ENDED:  # the end of a file is no fault
+                log.info("camera %s: offline (%s)", self.camera, why)
             else:
                 log.warning("camera %s: offline: %s", self.camera, why)
             self.queue.put_status(StatusChange(online, why))
@@ -193,6 +196,7 @@ class CameraReader(threading.Thread):
 
     def run(self) -> None:
         delay = self.backoff[0]
+        ended = False
         while not self.stop_event.is_set():
             try:
                 self.source.open()
@@ -204,6 +208,7 @@ class CameraReader(threading.Thread):
                 continue
             try:
                 if self._pump():
+                    ended = True
                     break  # end of a finite clip
                 delay = self.backoff[0]  # it worked for a while: start the backoff afresh
             except SourceError as e:
@@ -213,7 +218,7 @@ class CameraReader(threading.Thread):
                 delay = min(delay * 2, self.backoff[1])
             finally:
                 self.source.close()
-        self._set_online(False, "stopped")
+        self._set_online(False, CLIP_ENDED if ended else "stopped")
         self.finished.set()
         self.queue.close()
 
