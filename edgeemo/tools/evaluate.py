@@ -27,7 +27,7 @@ def load_npz(path: Path, labels_from: str) -> tuple[np.ndarray, np.ndarray]:
     what = (
         "an image: eval scores an emotion model on a labelled set; for one image use `edgeemo detect IMAGE`"
         if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-        else "not a .npz with arrays images (uint8 N×H×W) and labels"
+        else "not a readable .npz file with arrays images (uint8 N×H×W) and labels"
     )
     if not path.is_file():
         raise EvalError(f"{path}: no such file")
