@@ -40,7 +40,7 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError("--mqtt: the port is not a number") from None
+        raise ConfigError("--mqtt: the port must be a number from 1 to 65535") from None
     if not parts.hostname:
         raise ConfigError("--mqtt: no host name in the URL")
     out: dict[str, Any] = {"host": parts.hostname}

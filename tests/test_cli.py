@@ -71,3 +71,8 @@ def test_every_log_line_has_time_and_level(daemon) -> None:  # type: ignore[no-u
     assert any("V4L2 device /dev/video77" in line for line in lines), d.log
     raw = [line for line in lines if not re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ", line)]
     assert raw == [], raw
+
+
+def test_mqtt_url_with_an_impossible_port_says_the_range() -> None:
+    r = run_cli("run", "--source", "x.mp4", "--mqtt", "mqtt://127.0.0.1:99999")
+    assert r.returncode == 78 and "port must be a number from 1 to 65535" in r.stderr, r.stderr
