@@ -51,6 +51,7 @@ class CameraAggregator:
     _last_key: tuple | None = None
     _faces: int = 0
     _dominant: str = NO_FACE
+    _now: np.ndarray | None = None  # mean scores of the faces in view now
 
     def _weight(self, score: float, size: float) -> float:
         return float(np.clip(score, 0.0, 1.0) * np.clip(size / self.cfg.ref_face_px, 0.25, 1.0))
@@ -136,24 +137,43 @@ class CameraAggregator:
             self._window.append((ts, np.mean([m.ema for m in moods], axis=0)))
         while self._window and ts - self._window[0][0] > self.cfg.window_s:
             self._window.popleft()
+        # Faces in view: announced ones and confirmed ones too small to read (no emotion).
         self._faces = len(moods) + len(self._unreadable)
-        total = np.sum([m.ema for m in moods], axis=0) if moods else None
-        self._dominant = self.labels[int(np.argmax(total))] if total is not None else NO_FACE
+        # The faces in view now: their mean scores are the dominant emotion's own attributes.
+        self._now = np.mean([m.ema for m in moods], axis=0) if moods else None
+        self._dominant = self.labels[int(np.argmax(self._now))] if self._now is not None else NO_FACE
+
+    def _window_dist(self) -> np.ndarray | None:
+        return np.mean([d for _, d in self._window], axis=0) if self._window else None
 
     def state(self, ts: float) -> dict:
-        dist = np.mean([d for _, d in self._window], axis=0) if self._window else np.zeros(len(self.labels))
+        """Two meanings, each named: ``dominant_emotion`` and ``emotions`` are the faces in view
+        now; ``window_dominant_emotion`` and ``distribution`` the last ``window_s`` seconds."""
+        zeros = np.zeros(len(self.labels))
+        now = self._now if self._now is not None else zeros
+        window = self._window_dist()
+
+        def scores(p: np.ndarray) -> dict[str, float]:
+            return {label: round(float(v), 3) for label, v in zip(self.labels, p, strict=True)}
+
         return {
             "camera": self.camera,
             "faces": self._faces,
             "unreadable_faces": len(self._unreadable),  # in view, too small to read
             "dominant_emotion": self._dominant,
-            "distribution": {label: round(float(p), 3) for label, p in zip(self.labels, dist, strict=True)},
+            "emotions": scores(now),
+            "window_dominant_emotion": self._window_dominant(),
+            "distribution": scores(window if window is not None else zeros),
             "window_s": self.cfg.window_s,
             "ts": round(ts, 3),
         }
 
+    def _window_dominant(self) -> str:
+        window = self._window_dist()
+        return self.labels[int(np.argmax(window))] if window is not None else NO_FACE
+
     def state_changed(self) -> bool:
-        """True once each time faces-in-view or the dominant emotion changes."""
-        key = (self._faces, self._dominant)
+        """True once each time faces-in-view, the dominant emotion or the window's changes."""
+        key = (self._faces, self._dominant, self._window_dominant())
         changed, self._last_key = key != self._last_key, key
         return changed

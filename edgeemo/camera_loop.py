@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeemo.analyzer import FrameAnalyzer
 from edgeemo.health import CameraHealth
-from edgeemo.sources import END, FrameQueue
+from edgeemo.sources import END, FrameQueue, StatusChange
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ class Sink(Protocol):
 
     def event(self, camera: str, event: dict) -> None: ...
     def state(self, camera: str, state: dict) -> None: ...
+    def camera_status(self, camera: str, online: bool) -> None: ...
 
 
 class CameraLoop(threading.Thread):
@@ -39,6 +40,7 @@ class CameraLoop(threading.Thread):
         self.health = CameraHealth(analyzer.camera)
         self.stop_event = threading.Event()
         self._last_state = 0.0
+        self._lost = False  # visits ended and offline said since the last frame
 
     def finished(self) -> bool:
         return self.ident is not None and not self.is_alive()
@@ -48,13 +50,19 @@ class CameraLoop(threading.Thread):
             self.health.progress_at = time.monotonic()
             frame = self.queue.get(timeout=0.5)
             if frame is END:
-                self._emit(self.analyzer.end(time.time()))
-                self._publish_state(time.time(), force=True)
+                self._camera_lost()
                 return
+            if isinstance(frame, StatusChange):
+                if frame.online:
+                    self.sink.camera_status(self.camera, True)
+                else:
+                    self._camera_lost()
+                continue
             if frame is None:
                 self._emit(self.analyzer.idle(time.time()))
                 self._publish_state(time.time())
                 continue
+            self._lost = False
             try:
                 self.handle(frame.image, frame.ts)
             except Exception as e:  # one bad frame must not kill the camera
@@ -71,6 +79,20 @@ class CameraLoop(threading.Thread):
                         errors,
                         e,
                     )
+        # Stopped before the reader could say so (its source hung in read()): same ending.
+        self._camera_lost()
+
+    def _camera_lost(self) -> None:
+        """The camera stopped (dropped, ended, or edgeemo is stopping): end every visit, send
+        face_left and a faces-0 state, and only then offline. In the other order Home
+        Assistant's event entity (available only while the camera is) drops the face_left."""
+        if self._lost:
+            return
+        self._lost = True
+        now = time.time()
+        self._emit(self.analyzer.end(now))
+        self._publish_state(now, force=True)
+        self.sink.camera_status(self.camera, False)
 
     def handle(self, image: np.ndarray, ts: float) -> list[dict]:
         """One frame through the analyzer, its events and state out, counted."""

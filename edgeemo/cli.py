@@ -1,4 +1,4 @@
-"""Command line: run, check-config, detect, eval, models, demo."""
+"""Command line: run, check-config, detect, eval, bench, models, demo."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError("--mqtt: the port is not a number") from None
+        raise ConfigError("--mqtt: the port must be a number from 1 to 65535") from None
     if not parts.hostname:
         raise ConfigError("--mqtt: no host name in the URL")
     out: dict[str, Any] = {"host": parts.hostname}
@@ -67,6 +67,11 @@ def build_config(args: argparse.Namespace):
     if args.source:
         taken: set[str] = set()
         data["cameras"] = [{"name": default_name(s, taken), "source": s} for s in args.source]
+    if getattr(args, "loop", False):
+        if not args.source:
+            raise ConfigError("--loop goes with --source (in a config file: loop: true per camera)")
+        for cam in data["cameras"]:
+            cam["loop"] = True
     if args.mqtt:
         data["mqtt"] = {**(data.get("mqtt") or {}), **parse_mqtt_url(args.mqtt)}
     if args.state_dir:
@@ -87,11 +92,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from edgeemo import preflight
     from edgeemo.config import load_config
+    from edgeemo.modelstore import default_models_dir
 
     cfg = load_config(Path(args.file))
+    models_dir = Path(args.models_dir) if args.models_dir else cfg.models_dir or default_models_dir()
+    checked = preflight.check(cfg, models_dir, secrets=not args.no_secrets)
     cams = ", ".join(f"{c.name} ({c.kind})" for c in cfg.cameras)
-    print(f"{args.file}: ok — {len(cfg.cameras)} camera(s): {cams}")
+    print(f"{args.file}: ok — {len(cfg.cameras)} camera(s): {cams}; models in {models_dir}")
+    if checked.unchecked_secrets:
+        named = ", ".join(f"${{{n}}} ({where})" for n, where in checked.unchecked_secrets.items())
+        print(
+            f"{args.file}: NOT checked (--no-secrets): whether {named} are set; the machine that runs "
+            "edgeemo must provide them (environment or systemd credential)"
+        )
     return 0
 
 
@@ -110,7 +125,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             **({"score_threshold": args.threshold} if args.threshold else {}),
         ),
         EmotionConfig(model=args.emotion_model),
-        InferenceConfig(backend=args.backend),
+        InferenceConfig(backend=args.backend, fallback=args.fallback),
     )
     failed = 0
     for path in args.images:
@@ -257,14 +272,31 @@ def make_parser() -> argparse.ArgumentParser:
         action="append",
         help="camera URL, video/image file, /dev/videoN or picamera2 (repeatable)",
     )
+    r.add_argument(
+        "--loop",
+        action="store_true",
+        help="video files and images given with --source play again from the start when they end "
+        "(an image is then a camera that always sees it); without it a file ends the run",
+    )
     r.add_argument("--mqtt", help="mqtt[s]://[user[:password]@]host[:port]")
     r.add_argument("--state-dir", help="where the daemon keeps its state")
     r.add_argument("--models-dir", help="where model files are installed")
     r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("check-config", help="validate a config file; exit 0 if valid, 78 if not")
+    c = sub.add_parser(
+        "check-config",
+        help="check a config as `run` does before opening a camera (models, sources, secrets); "
+        "exit 0 if good, 78 if not",
+    )
     c.add_argument("file")
+    c.add_argument("--models-dir", help="where model files are installed (default: as `run`)")
+    c.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="do not look up ${NAME} secrets (on a machine that does not have them, e.g. an Ansible "
+        "controller); everything else is checked, and the output says which secrets were not",
+    )
     c.set_defaults(func=cmd_check_config)
 
     d = sub.add_parser("detect", help="find faces and emotions in images")
@@ -276,9 +308,22 @@ def make_parser() -> argparse.ArgumentParser:
         help="auto (every face size), short_range, full_range, yunet, or a model path",
     )
     d.add_argument("--detector-edgetpu", help="Edge TPU compiled detector (with --backend edgetpu)")
-    d.add_argument("--emotion-model", default=EMOTION_DEFAULT)
-    d.add_argument("--threshold", type=float, help="detector score threshold")
+    d.add_argument(
+        "--emotion-model",
+        default=EMOTION_DEFAULT,
+        help=f"built-in emotion model or a .tflite with a manifest beside it (default {EMOTION_DEFAULT})",
+    )
+    d.add_argument(
+        "--threshold", type=float, help="detector score threshold, 0 to 1 (default 0.6; lower finds more)"
+    )
     d.add_argument("--backend", choices=list(BACKENDS), default="cpu", help=BACKEND_HELP)
+    d.add_argument(
+        "--fallback",
+        choices=["cpu", "none"],
+        default="cpu",
+        help="when a model has no Edge TPU compiled version or the Edge TPU is unusable: "
+        "run it on the CPU and say so (default), or stop with exit 1",
+    )
     d.add_argument("--models-dir")
     d.set_defaults(func=cmd_detect)
 
@@ -311,7 +356,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--cameras", default="1,2", help="parallel camera counts to measure, e.g. 1,2,4")
     b.add_argument("--skip", action="append", choices=["fer_style", "resnet18"])
     b.add_argument("--plot", help="write a PNG of frames per second against cameras here")
-    b.add_argument("--emotion-model", default=EMOTION_DEFAULT)
+    b.add_argument(
+        "--emotion-model", default=EMOTION_DEFAULT, help="built-in emotion model or a .tflite with a manifest"
+    )
     b.add_argument("--models-dir")
     b.set_defaults(func=cmd_bench)
 
@@ -346,5 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeemoError as e:
         print(f"edgeemo: {e.prefix}{e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # `edgeemo models inspect … | head`: the reader left; not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130

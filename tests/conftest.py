@@ -77,12 +77,20 @@ class ListSink:
     def __init__(self) -> None:
         self.events: list[dict] = []
         self.states: list[dict] = []
+        self.statuses: list[bool] = []
+        self.order: list[str] = []  # "event:<type>", "state:<faces>", "status:<online>" as sent
 
     def event(self, camera: str, event: dict) -> None:
         self.events.append(event)
+        self.order.append(f"event:{event['event_type']}")
 
     def state(self, camera: str, state: dict) -> None:
         self.states.append(state)
+        self.order.append(f"state:{state['faces']}")
+
+    def camera_status(self, camera: str, online: bool) -> None:
+        self.statuses.append(online)
+        self.order.append(f"status:{'online' if online else 'offline'}")
 
 
 class Recorder:
@@ -144,6 +152,19 @@ class Recorder:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def ending_order(rec: Recorder, camera: str) -> list[str]:
+    """What HA received for the camera, from its face_left on: kinds in arrival order."""
+    out = []
+    for topic, payload, _ in list(rec.messages):
+        if topic.endswith(f"/{camera}/event"):
+            out.append(json.loads(payload)["event_type"])
+        elif topic.endswith(f"/{camera}/state"):
+            out.append(f"faces {json.loads(payload)['faces']}")
+        elif topic.endswith(f"/{camera}/status"):
+            out.append(payload)
+    return out[out.index("face_left") :] if "face_left" in out else out
 
 
 @pytest.fixture

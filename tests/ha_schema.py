@@ -52,6 +52,22 @@ ALLOWED = {
     | {"device_class", "expire_after", "force_update", "off_delay", "payload_off", "payload_on"},
     "event": COMMON | {"device_class", "event_types"},
 }
+# MQTT device triggers (device_automation): HA's TRIGGER_DISCOVERY_SCHEMA. Not an entity: no
+# unique_id, name or availability; HA drops unknown keys silently, so they are errors here.
+TRIGGER_KEYS = {
+    "automation_type",
+    "device",
+    "encoding",
+    "origin",
+    "payload",
+    "platform",
+    "qos",
+    "subtype",
+    "topic",
+    "type",
+    "value_template",
+}
+TRIGGER_REQUIRED = {"automation_type", "device", "subtype", "topic", "type"}
 DEVICE_KEYS = {
     "configuration_url",
     "connections",
@@ -66,6 +82,12 @@ DEVICE_KEYS = {
     "sw_version",
     "via_device",
 }
+# Units HA accepts for the device classes we use (HA's DEVICE_CLASS_UNITS).
+DEVICE_CLASS_UNITS = {
+    "duration": {"d", "h", "min", "s", "ms", "µs"},
+    "data_size": {"bit", "kbit", "Mbit", "Gbit", "B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB",
+                  "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"},
+}  # fmt: skip
 ENV = jinja2.Environment(undefined=jinja2.StrictUndefined)
 ENV.filters["tojson"] = ENV.filters["to_json"] = json.dumps
 
@@ -85,6 +107,8 @@ def validate(topic: str, payload: dict, discovery_prefix: str = "homeassistant")
     if len(parts) != 5 or parts[0] != discovery_prefix or parts[-1] != "config":
         return [f"{topic}: not <prefix>/<component>/<node_id>/<object_id>/config"]
     component = parts[1]
+    if component == "device_automation":
+        return validate_trigger(topic, payload)
     if component not in ALLOWED:
         return [f"{topic}: component {component} not checked"]
     unknown = set(payload) - ALLOWED[component]
@@ -117,6 +141,12 @@ def validate(topic: str, payload: dict, discovery_prefix: str = "homeassistant")
                 problems.append(f"{topic}: enum sensor cannot have state_class or unit_of_measurement")
         if payload.get("state_class") not in (None, "measurement", "total", "total_increasing"):
             problems.append(f"{topic}: bad state_class")
+        units = DEVICE_CLASS_UNITS.get(payload.get("device_class", ""))
+        if units is not None and payload.get("unit_of_measurement") not in units:
+            problems.append(
+                f"{topic}: unit {payload.get('unit_of_measurement')!r} is not one of "
+                f"device class {payload['device_class']}'s units"
+            )
     if component == "event" and not payload.get("event_types"):
         problems.append(f"{topic}: event needs event_types")
     for key in ("value_template", "json_attributes_template"):
@@ -126,3 +156,38 @@ def validate(topic: str, payload: dict, discovery_prefix: str = "homeassistant")
             except jinja2.TemplateSyntaxError as e:
                 problems.append(f"{topic}: {key} does not parse: {e}")
     return problems
+
+
+def validate_trigger(topic: str, payload: dict) -> list[str]:
+    """Problems HA would report for one MQTT device trigger's discovery message."""
+    problems = []
+    if set(payload) - TRIGGER_KEYS:
+        problems.append(f"{topic}: unknown keys {sorted(set(payload) - TRIGGER_KEYS)}")
+    if TRIGGER_REQUIRED - set(payload):
+        problems.append(f"{topic}: missing {sorted(TRIGGER_REQUIRED - set(payload))}")
+    if payload.get("automation_type") != "trigger":
+        problems.append(f"{topic}: automation_type must be trigger")
+    for key in ("type", "subtype", "topic"):
+        if not isinstance(payload.get(key), str) or not payload.get(key):
+            problems.append(f"{topic}: {key} must be a non-empty string")
+    if any(c in str(payload.get("topic", "")) for c in "#+"):
+        problems.append(f"{topic}: a trigger topic must not contain wildcards")
+    if payload.get("qos", 0) not in (0, 1, 2):
+        problems.append(f"{topic}: bad qos")
+    dev = payload.get("device") or {}
+    if set(dev) - DEVICE_KEYS:
+        problems.append(f"{topic}: unknown device keys {sorted(set(dev) - DEVICE_KEYS)}")
+    if not (dev.get("identifiers") or dev.get("connections")):
+        problems.append(f"{topic}: device needs identifiers or connections")
+    if "value_template" in payload:
+        try:
+            ENV.parse(payload["value_template"])
+        except jinja2.TemplateSyntaxError as e:
+            problems.append(f"{topic}: value_template does not parse: {e}")
+    return problems
+
+
+def trigger_fires(payload: dict, message: str) -> bool:
+    """Whether HA would fire this device trigger for an MQTT message on its topic."""
+    value = render(payload["value_template"], message) if "value_template" in payload else message
+    return payload.get("payload") in (None, value)

@@ -107,3 +107,28 @@ def test_flicker_detection_never_announced() -> None:
     for _ in range(20):
         s.step([])
     assert s.events == []
+
+
+def test_each_state_value_agrees_with_its_own_scores() -> None:
+    """dominant_emotion goes with `emotions` (faces in view now), window_dominant_emotion with
+    `distribution` (the window): never a state `happy` whose attributes say angry."""
+    s = Scene(window_s=10.0)
+    box = [50, 50, 100, 100]
+    seen: list[dict] = []
+    for label, steps in (("angry", 40), ("happy", 15), (None, 80)):
+        for _ in range(steps):
+            s.step([(box, probs(label, 0.9))] if label else [])
+            seen.append(s.agg.state(s.ts))
+    for st in seen:
+        now, window = st["emotions"], st["distribution"]
+        if st["faces"]:
+            assert st["dominant_emotion"] == max(now, key=now.get), st
+        else:
+            assert st["dominant_emotion"] == NO_FACE and not any(now.values()), st
+        if any(window.values()):
+            assert st["window_dominant_emotion"] == max(window, key=window.get), st
+        else:
+            assert st["window_dominant_emotion"] == NO_FACE, st
+    # The two meanings differ where they should: a smile now after a long frown in the window.
+    assert any(st["dominant_emotion"] == "happy" and st["window_dominant_emotion"] == "angry" for st in seen)
+    assert seen[-1]["window_dominant_emotion"] == NO_FACE  # the window has forgotten the visit

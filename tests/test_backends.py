@@ -130,10 +130,12 @@ def test_missing_model_and_unknown_backend(tmp_path: Path) -> None:
         load_model(tmp_path / "x.tflite", "gpu")
 
 
-def test_run_with_missing_models_is_one_line(tmp_path: Path) -> None:
+def test_run_with_missing_models_is_one_line_per_model(tmp_path: Path) -> None:
     r = run_cli("run", "--source", "x.mp4", "--models-dir", str(tmp_path))
     assert r.returncode == 78
-    assert r.stderr.strip().count("\n") == 0 and "edgeemo models fetch" in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and all("edgeemo models fetch" in line for line in lines), lines
+    assert lines[0].startswith("edgeemo: model error: emotion.model:") and "detector.model:" in lines[1]
 
 
 def test_cpu_backend_does_not_import_the_edgetpu_module() -> None:
@@ -142,3 +144,41 @@ def test_cpu_backend_does_not_import_the_edgetpu_module() -> None:
         "print('edgeemo.backends.edgetpu' in sys.modules)"
     )
     assert fresh_python(code) == "False"
+
+
+def test_fallback_none_without_a_compiled_model_stops(
+    models_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No Edge TPU twin: fallback none stops (exit 1), fallback cpu runs on the CPU and says so."""
+    rm = resolve("short_range", models_dir, "face_detection")
+    assert "edgetpu" not in rm.files
+    with pytest.raises(AcceleratorUnavailable, match=r"no edgetpu compiled model.*fallback is none") as e:
+        open_model(rm, InferenceConfig(backend="edgetpu", fallback="none"), "camera x detector")
+    assert e.value.exit_code == 1
+    model = open_model(rm, InferenceConfig(backend="edgetpu", fallback="cpu"), "camera x detector")
+    assert model.backend == "cpu"
+    assert any(r.levelname == "WARNING" and "running it on the CPU" in r.message for r in caplog.records)
+
+
+def test_detect_on_edgetpu_never_silently_runs_on_the_cpu(models_dir: Path, astronaut_png: Path) -> None:
+    args = ("detect", str(astronaut_png), "--json", "--backend", "edgetpu", "--models-dir", str(models_dir))
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "running it on the CPU" in r.stderr and '"emotion": "happy"' in r.stdout
+    r = run_cli(*args, "--fallback", "none")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "fallback is none" in r.stderr, r.stderr
+
+
+def test_daemon_with_fallback_none_and_no_compiled_model_exits_1(
+    models_dir: Path, astronaut_png: Path, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "edgeemo.yaml"
+    cfg.write_text(
+        f"models_dir: {models_dir}\nstate_dir: {tmp_path / 'state'}\n"
+        "inference: {backend: edgetpu, fallback: none}\n"
+        f"mqtt: {{host: 127.0.0.1, port: 1}}\ncameras: [{{name: c, source: '{astronaut_png}'}}]\n"
+    )
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode == 1, r.stderr
+    assert "fallback is none" in r.stderr and "Traceback" not in r.stderr

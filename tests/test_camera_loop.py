@@ -15,7 +15,7 @@ from conftest import ListSink
 from edgeemo.analyzer import FaceModels, FrameAnalyzer
 from edgeemo.camera_loop import CameraLoop
 from edgeemo.config import Config
-from edgeemo.sources import Frame, FrameQueue
+from edgeemo.sources import Frame, FrameQueue, StatusChange
 from edgeemo.tools.devtools import demo_frames
 
 CFG = Config.model_validate({"cameras": [{"name": "cam", "source": "x.mp4"}]})
@@ -66,3 +66,43 @@ def test_a_closed_queue_ends_the_visit_and_the_loop(models_dir: Path) -> None:
     assert loop.finished()
     assert [e["event_type"] for e in sink.events] == ["face_entered", "face_left"]
     assert sink.states and sink.states[-1]["faces"] == 0  # the last state says nobody is in view
+
+
+def test_camera_lost_mid_visit_ends_it_before_saying_offline(models_dir: Path) -> None:
+    """The reader's offline travels behind its frames; the loop ends the visit first."""
+    frames = list(demo_frames(fps=5, seconds=10.0))
+    q = FrameQueue(depth=len(frames))
+    q.put_status(StatusChange(True))
+    for i, f in enumerate(frames[: len(frames) // 2]):
+        q.put(Frame("cam", 1000.0 + i / 5, f, i))
+    q.put_status(StatusChange(False, "stream broke"))
+    sink = ListSink()
+    loop = CameraLoop(FrameAnalyzer.for_camera(CFG, "cam", models_dir), q, sink, 60.0)
+    loop.start()
+    deadline = time.monotonic() + 30
+    while "status:offline" not in sink.order and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert loop.is_alive()  # a lost camera is retried, its loop goes on
+    assert sink.order[0] == "status:online"
+    tail = sink.order[sink.order.index("event:face_left") :]
+    assert tail == ["event:face_left", "state:0", "status:offline"], sink.order
+    q.close()
+    loop.join(5)
+    assert sink.order[-1] == "status:offline" and sink.order.count("status:offline") == 1
+
+
+def test_a_stopped_loop_ends_its_visits_even_if_its_reader_hangs(models_dir: Path) -> None:
+    frames = list(demo_frames(fps=5, seconds=10.0))
+    q = FrameQueue(depth=len(frames))
+    t0 = time.time()  # real time: idle rounds must not age the face out before the stop
+    for i, f in enumerate(frames[: len(frames) // 2]):
+        q.put(Frame("cam", t0 + i / 5, f, i))
+    sink = ListSink()
+    loop = CameraLoop(FrameAnalyzer.for_camera(CFG, "cam", models_dir), q, sink, 60.0)
+    loop.start()
+    deadline = time.monotonic() + 30
+    while "event:face_entered" not in sink.order and time.monotonic() < deadline:
+        time.sleep(0.05)
+    loop.stop_event.set()  # no END, no offline from the reader: as on SIGTERM with a hung camera
+    loop.join(10)
+    assert sink.order[-3:] == ["event:face_left", "state:0", "status:offline"], sink.order

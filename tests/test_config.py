@@ -51,9 +51,14 @@ def test_example_config_is_valid_and_documents_every_option() -> None:
         path for path, key in _option_paths(Config) if not re.search(rf"^\s*(- )?#?\s*{key}:", text, re.M)
     ]
     assert not undocumented, f"not documented in the example config: {undocumented}"
+    # The example's front door needs ${FRONT_DOOR_PASSWORD}: checked as `run` would, it is refused
+    # while unset; --no-secrets checks the rest and says plainly what it did not check.
     r = check(EXAMPLE)
+    assert r.returncode == EXIT_CONFIG and "${FRONT_DOOR_PASSWORD} is not set" in r.stderr
+    r = run_cli("check-config", "--no-secrets", str(EXAMPLE))
     assert r.returncode == 0, r.stderr
     assert "4 camera(s)" in r.stdout
+    assert "NOT checked (--no-secrets)" in r.stdout and "${FRONT_DOOR_PASSWORD}" in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -79,6 +84,51 @@ def test_bad_config_exits_78_naming_the_problem(tmp_path: Path, yaml_text: str, 
     assert expected in r.stderr
     assert "Traceback" not in r.stderr
     assert "hunter2" not in r.stderr + r.stdout
+
+
+MODELS_DIR = ROOT / "models"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("detector: {model: short_rang}\n", "detector.model: model 'short_rang' is neither a built-in"),
+        ("emotion: {model: /nowhere/mine.tflite}\n", "emotion.model: model '/nowhere/mine.tflite'"),
+        ("cameras: [{name: a, source: 'rtsp://u:${UNSET_PW_16}@h/s'}]\n", "${UNSET_PW_16} is not set"),
+        ("cameras: [{name: a, type: v4l2, source: 'rtsp://h/s'}]\n", "cameras.a.type: v4l2, but the source"),
+        ("cameras: [{name: a, type: rtsp, source: /dev/video0}]\n", "cameras.a.type: rtsp, but the source"),
+        ("mqtt: {port: 99999}\n", "mqtt.port"),
+        (
+            "inference: {backend: edgetpu}\ndetector: {edgetpu_model: /nowhere/d_edgetpu.tflite}\n",
+            "detector.edgetpu_model: /nowhere/d_edgetpu.tflite does not exist",
+        ),
+    ],
+)
+def test_check_config_refuses_what_run_refuses(
+    tmp_path: Path, models_dir: Path, yaml_text: str, expected: str
+) -> None:
+    """check-config (Ansible's validate:, the unit's ExecStartPre) and run agree, with the same line."""
+    p = tmp_path / "edgeemo.yaml"
+    if "cameras:" not in yaml_text:
+        yaml_text += "cameras: [{name: a, source: x.mp4}]\n"
+    p.write_text(f"models_dir: {models_dir}\nstate_dir: {tmp_path / 'state'}\n{yaml_text}")
+    r = check(p)
+    assert r.returncode == EXIT_CONFIG and expected in r.stderr, r.stderr
+    ran = run_cli("run", "--config", str(p), timeout=30)
+    assert ran.returncode == EXIT_CONFIG and expected in ran.stderr, ran.stderr
+    assert "Traceback" not in r.stderr + ran.stderr
+
+
+def test_check_config_lists_every_problem_at_once(tmp_path: Path, models_dir: Path) -> None:
+    p = tmp_path / "edgeemo.yaml"
+    p.write_text(
+        f"models_dir: {models_dir}\ndetector: {{model: short_rang}}\n"
+        "cameras: [{name: a, source: 'rtsp://${UNSET_PW_16}@h/s'}, {name: b, type: v4l2, source: 'rtsp://h'}]\n"
+    )
+    lines = check(p).stderr.strip().splitlines()
+    assert len(lines) == 3, lines  # the shared detector once, the secret, the type
+    r = run_cli("check-config", "--no-secrets", str(p))
+    assert r.returncode == EXIT_CONFIG and "UNSET_PW_16" not in r.stderr and len(r.stderr.splitlines()) == 2
 
 
 def test_wrong_type_message_shows_value_and_expectation(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from edgeemo.tools.devtools import free_port, make_demo_clip, start_broker, wait_port
 from tests import ha_schema
-from tests.conftest import DaemonProcess, Recorder
+from tests.conftest import DaemonProcess, Recorder, ending_order
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,7 +48,9 @@ def test_file_clip_publishes_discovery_state_events(
     for topic, payload, _ in configs:
         body = json.loads(payload)
         assert ha_schema.validate(topic, body) == [], body
-    by_name = {json.loads(p)["name"]: json.loads(p) for _, p, _ in configs}
+    by_name = {json.loads(p)["name"]: json.loads(p) for t, p, _ in configs if "/device_automation/" not in t}
+    triggers = [json.loads(p) for t, p, _ in configs if "/device_automation/" in t]
+    assert sorted(t["type"] for t in triggers) == sorted(["face_entered", "emotion_changed", "face_left"])
     emo = by_name["Dominant emotion"]
     assert emo["device_class"] == "enum" and "happy" in emo["options"] and "none" in emo["options"]
     assert emo["device"]["via_device"] == by_name["Memory"]["device"]["identifiers"][0]
@@ -62,6 +64,10 @@ def test_file_clip_publishes_discovery_state_events(
     assert ha_schema.render(emo["value_template"], state_payload) in emo["options"]
     assert ha_schema.render(by_name["Faces in view"]["value_template"], state_payload).isdigit()
 
+    # The device triggers fire on the events the daemon really sent (HA's automation editor).
+    sent = [p for t, p, _ in recorder.messages if t.endswith("/visit/event")]
+    fired = sorted(t["type"] for t in triggers for p in sent if ha_schema.trigger_fires(t, p))
+    assert fired == ["face_entered", "face_left"]
     events = recorder.json_on("/visit/event")
     kinds = [e["event_type"] for e in events]
     assert kinds == ["face_entered", "face_left"], kinds  # a steady face: two events, not one per frame
@@ -223,8 +229,10 @@ def test_rtsp_camera_end_to_end_and_recovery(
         recorder.wait_for(lambda t, p: t == f"{prefix}/porch/status" and p == "offline", timeout=20)
         time.sleep(2)
         assert d.proc.poll() is None
-        # Nobody stays "in view" of a camera that cannot see: the face left while it was down.
+        # Nobody stays "in view" of a camera that cannot see: the visit ends, and HA sees it
+        # end before the camera goes unavailable (face_left, faces 0, then offline).
         recorder.wait_for(lambda t, p: t.endswith("/porch/event") and "face_left" in p, timeout=10)
+        assert ending_order(recorder, "porch")[:3] == ["face_left", "faces 0", "offline"]
         n_online = len(recorder.find(lambda t, p: t == f"{prefix}/porch/status" and p == "online"))
         n_entered = len(recorder.find(lambda t, p: t.endswith("/porch/event") and "face_entered" in p))
         server = start_rtsp(port, astronaut_png, "viewer", "s3cret-Pw")  # and comes back

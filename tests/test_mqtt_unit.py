@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -20,6 +21,8 @@ from edgeemo.mqtt.discovery import EVENT_TYPES, discovery_messages
 from edgeemo.mqtt.publisher import Publisher
 from edgeemo.mqtt.topics import Topics
 from edgeemo.outbox import Outbox
+from tests.ha_schema import render as ha_schema_render
+from tests.ha_schema import trigger_fires as ha_trigger_fires
 from tests.ha_schema import validate
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -31,13 +34,13 @@ TOPICS = Topics("edgeemo/dev1")
 
 def test_discovery_covers_every_camera_with_valid_unique_entities() -> None:
     msgs = discovery_messages("homeassistant", TOPICS, "dev1", "Gateway", ["porch", "hall"], LABELS)
-    uids = [p["unique_id"] for _, p in msgs]
+    uids = [p["unique_id"] for _, p in msgs if "unique_id" in p]  # device triggers have none
     assert len(uids) == len(set(uids))  # HA ignores a second entity with the same unique_id
     for topic, payload in msgs:
         assert validate(topic, payload) == [], topic
         assert topic.startswith("homeassistant/") and topic.endswith("/config")
         json.dumps(payload)  # publishable as is
-    by_uid = {p["unique_id"]: p for _, p in msgs}
+    by_uid = {p["unique_id"]: p for _, p in msgs if "unique_id" in p}
     for cam in ("porch", "hall"):
         emotion = by_uid[f"edgeemo_dev1_{cam}_emotion"]
         assert emotion["options"] == [*LABELS, "none"]
@@ -52,6 +55,71 @@ def test_discovery_covers_every_camera_with_valid_unique_entities() -> None:
     assert [a["topic"] for a in by_uid["edgeemo_dev1_rss_mb"]["availability"]] == [
         "edgeemo/dev1/availability"
     ]
+
+
+def test_discovery_reads_like_an_integration() -> None:
+    """Device triggers, camera devices named by camera, units and classes HA knows, quiet defaults."""
+    msgs = discovery_messages("homeassistant", TOPICS, "dev1", "Gateway", ["front_door"], LABELS)
+    for topic, payload in msgs:
+        assert validate(topic, payload) == [], (topic, validate(topic, payload))
+    by_topic = dict(msgs)
+    by_uid = {p["unique_id"]: p for _, p in msgs if "unique_id" in p}
+    triggers = [p for t, p in msgs if t.startswith("homeassistant/device_automation/")]
+    assert sorted(p["type"] for p in triggers) == sorted(EVENT_TYPES)
+    event_entity = by_uid["edgeemo_dev1_front_door_emotion_event"]
+    for trig in triggers:
+        assert trig["topic"] == "edgeemo/dev1/front_door/event" and trig["qos"] == 1
+        assert trig["device"]["identifiers"] == event_entity["device"]["identifiers"]
+        # Fires for its own event type only, on the payload the daemon really sends.
+        for kind in EVENT_TYPES:
+            msg = json.dumps({"event_type": kind, "type": kind, "emotion": "happy"})
+            assert ha_trigger_fires(trig, msg) == (kind == trig["type"])
+    assert "homeassistant/device_automation/edgeemo_dev1/front_door_face_left/config" in by_topic
+    assert event_entity["device"]["name"] == "Front door"  # entity ids: sensor.front_door_…
+    assert event_entity["qos"] == 1
+    faces = by_uid["edgeemo_dev1_front_door_faces"]
+    assert "unit_of_measurement" not in faces  # not "1 faces"
+    mem = by_uid["edgeemo_dev1_rss_mb"]
+    assert (mem["unit_of_measurement"], mem["device_class"]) == ("MiB", "data_size")
+    for key in ("detector_ms", "emotion_ms"):
+        p = by_uid[f"edgeemo_dev1_{key}"]
+        assert (p["unit_of_measurement"], p["device_class"]) == ("ms", "duration")
+        assert p["enabled_by_default"] is False and p["icon"].startswith("mdi:")
+    assert by_uid["edgeemo_dev1_front_door_fps"]["enabled_by_default"] is False
+    for p in by_uid.values():
+        if p.get("entity_category") == "diagnostic" and p.get("device_class") != "connectivity":
+            assert p.get("icon", "").startswith("mdi:"), p["name"]
+
+
+def test_dominant_emotion_entities_each_show_their_own_scores() -> None:
+    """Defect 8: the state and its attributes come from the same figures, for both entities."""
+    from edgeemo.aggregator import CameraAggregator, Observation
+    from edgeemo.config import AggregatorConfig, TrackerConfig
+    from edgeemo.detectors import Detection
+    from edgeemo.tracker import IoUTracker
+    from tests.ha_schema import render
+
+    msgs = discovery_messages("homeassistant", TOPICS, "dev1", "Gateway", ["porch"], LABELS)
+    by_uid = {p["unique_id"]: p for _, p in msgs if "unique_id" in p}
+    tracker, agg = IoUTracker(TrackerConfig()), CameraAggregator("porch", LABELS, AggregatorConfig())
+    angry, happy = np.full(7, 0.02, np.float32), np.full(7, 0.02, np.float32)
+    angry[0], happy[3] = 0.88, 0.88
+    ts = 1000.0
+    for p, n in ((angry, 40), (happy, 15), (None, 20)):
+        for _ in range(n):
+            ts += 0.2
+            dets = [Detection(np.array([50, 50, 100, 100], np.float32), 0.9)] if p is not None else []
+            matched, ended = tracker.match(ts, dets)
+            agg.observe(ts, [Observation(t, p, 0.9, 100.0) for t, _ in matched], ended)
+            payload = json.dumps(agg.state(ts))
+            for uid in ("edgeemo_dev1_porch_emotion", "edgeemo_dev1_porch_recent_emotion"):
+                cfg = by_uid[uid]
+                state = ha_schema_render(cfg["value_template"], payload)
+                attrs = json.loads(render(cfg["json_attributes_template"], payload))
+                if state == "none":
+                    assert not any(attrs.values()), (uid, attrs)
+                else:
+                    assert state == max(attrs, key=attrs.get), (uid, state, attrs)
 
 
 def test_discovery_prefix_and_no_cameras() -> None:
@@ -243,3 +311,49 @@ def test_a_full_paho_queue_counts_dropped_messages(pub) -> None:  # type: ignore
     for _ in range(3):
         p.state("porch", {"faces": 0})
     assert p.dropped == 3
+
+
+def test_home_assistant_birth_resends_the_last_stats(pub) -> None:  # type: ignore[no-untyped-def]
+    p, c = pub
+    c.accept()
+    p.stats({"rss_mb": 80.0})
+    c.published.clear()
+    c.receive("homeassistant/status", b"online")
+    assert ("edgeemo/dev1/stats", json.dumps({"rss_mb": 80.0}), 0, False) in c.published
+
+
+def test_stale_discovery_is_removed_with_empty_retained_configs(tmp_path: Path) -> None:
+    from edgeemo.mqtt.discovery import PublishedConfigs
+
+    memory = PublishedConfigs(tmp_path / "discovery-published.json")
+    first = discovery_messages("homeassistant", TOPICS, "dev1", "Gateway", ["porch", "hall"], LABELS)
+    assert all(payload is not None for _, payload in memory.with_removals(first))  # nothing before
+    # hall removed from the config: its entities and triggers get an empty config, porch's stay.
+    second = discovery_messages("homeassistant", TOPICS, "dev1", "Gateway", ["porch"], LABELS)
+    out = memory.with_removals(second)
+    removed = {t for t, payload in out if payload is None}
+    assert removed == {t for t, _ in first} - {t for t, _ in second}
+    assert removed and all("/edgeemo_dev1/hall_" in t for t in removed)
+    assert any("/device_automation/" in t for t in removed)
+    # A new device id: everything under the old node goes.
+    third = discovery_messages("homeassistant", Topics("edgeemo/dev2"), "dev2", "Gateway", ["porch"], LABELS)
+    removed = {t for t, payload in memory.with_removals(third) if payload is None}
+    assert removed == {t for t, _ in second}
+    # discovery: false publishes nothing but removes what is there.
+    assert {t for t, payload in memory.with_removals([]) if payload is None} == {t for t, _ in third}
+    assert memory.with_removals([]) == []
+
+
+def test_publisher_sends_removals_as_empty_retained_payloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publisher_module.mqtt, "Client", FakeClient)
+    gone = "homeassistant/sensor/edgeemo_dev1/hall_faces/config"
+    p = Publisher(MQTTConfig(), TOPICS, "c", None, lambda: [(gone, None)], Outbox(tmp_path / "o.sqlite3"))
+    c = p._client
+    p.start()
+    try:
+        c.accept()
+        assert (gone, "", 1, True) in c.published
+    finally:
+        p.stop(timeout=0.1)

@@ -13,11 +13,21 @@ import numpy as np
 import pytest
 
 from edgeemo.config import CameraConfig
-from edgeemo.sources import CameraReader, Frame, FrameQueue, Source, SourceError, make_source
+from edgeemo.sources import (
+    END,
+    CameraReader,
+    Frame,
+    FrameQueue,
+    Source,
+    SourceError,
+    StatusChange,
+    make_source,
+)
 from edgeemo.sources.base import frame_problem
 from edgeemo.sources.file import FileSource
 from edgeemo.sources.rtsp import RTSPSource
-from edgeemo.tools.devtools import make_demo_clip
+from edgeemo.tools.devtools import free_port, make_demo_clip
+from tests.test_daemon_mqtt import rtsp_available  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +75,17 @@ def test_queue_drops_the_oldest_and_counts() -> None:
     assert q.get(0.1).index == 4 and q.get(0.05) is None
 
 
+def test_queue_never_drops_status_changes() -> None:
+    q = FrameQueue(depth=1)
+    q.put(Frame("c", 0.0, np.zeros((8, 8), np.uint8), 0))
+    q.put_status(StatusChange(False, "stream broke"))
+    q.put(Frame("c", 1.0, np.zeros((8, 8), np.uint8), 1))  # drops frame 0, not the status
+    q.close()
+    got = [q.get(0.05) for _ in range(3)]
+    assert got[0] == StatusChange(False, "stream broke") and got[1].index == 1 and got[2] is END
+    assert q.dropped == 1
+
+
 @pytest.mark.parametrize(
     ("img", "problem"),
     [
@@ -106,11 +127,8 @@ class ScriptedSource(Source):
 def test_reader_reconnects_with_backoff_and_skips_bad_frames() -> None:
     good = np.zeros((48, 64, 3), np.uint8)
     src = ScriptedSource(2, [good, np.zeros((2, 2), np.uint8), good, "garbage", good])
-    statuses: list[bool] = []
     q = FrameQueue(depth=10)
-    r = CameraReader(
-        "cam", src, fps=1000, queue=q, on_status=lambda _c, on: statuses.append(on), backoff=(0.05, 0.2)
-    )
+    r = CameraReader("cam", src, fps=1000, queue=q, backoff=(0.05, 0.2))
     r.start()
     deadline = time.monotonic() + 5
     while src.opens < 4 and time.monotonic() < deadline:
@@ -119,17 +137,22 @@ def test_reader_reconnects_with_backoff_and_skips_bad_frames() -> None:
     r.join(2)
     assert src.opens >= 4  # two failed opens, one good session, then reconnect attempts
     assert r.bad_frames == 2 and r.frames_read == 3
-    assert statuses[:2] == [True, False]  # online with the first frame, offline when it broke
-    assert q.get(0.1) is not None
+    items = []
+    while (item := q.get(0.05)) is not None and item is not END:
+        items.append(item)
+    # Online with the first frame, offline when it broke: in the queue, in order with the frames.
+    statuses = [i.online for i in items if isinstance(i, StatusChange)]
+    assert statuses[:2] == [True, False]
+    assert isinstance(items[0], StatusChange) and isinstance(items[1], Frame)
 
 
 def test_reader_fps_cap_skips_frames_without_counting_drops(clip: Path) -> None:
     q = FrameQueue(depth=100)
-    r = CameraReader("cam", FileSource(str(clip)), fps=2.0, queue=q, on_status=lambda *_: None)
+    r = CameraReader("cam", FileSource(str(clip)), fps=2.0, queue=q)
     r.start()
     r.finished.wait(10)
     assert r.frames_read == 20
-    assert 3 <= len(q._q) <= 6  # ~2 frames/s of a 2 s clip
+    assert 3 <= q._frames <= 6  # ~2 frames/s of a 2 s clip
     assert q.dropped == 0
 
 
@@ -188,9 +211,37 @@ def test_one_stalled_reader_does_not_block_another(clip: Path) -> None:
             threading.Event().wait(30)
 
     q1, q2 = FrameQueue(), FrameQueue(depth=100)
-    hung = CameraReader("a", Hanging(0, []), 5, q1, lambda *_: None)
-    ok = CameraReader("b", FileSource(str(clip)), 100, q2, lambda *_: None)
+    hung = CameraReader("a", Hanging(0, []), 5, q1)
+    ok = CameraReader("b", FileSource(str(clip)), 100, q2)
     hung.start()
     ok.start()
     assert ok.finished.wait(10) and ok.frames_read == 20
     hung.stop_event.set()
+
+
+@pytest.mark.rtsp
+@pytest.mark.usefixtures("rtsp_available")
+def test_rtsp_failures_say_which(astronaut_png: Path) -> None:
+    """Refused, wrong path (404), wrong password (401), no password, unknown host: each named."""
+    from tests.test_daemon_mqtt import start_rtsp
+
+    port = free_port()
+    server = start_rtsp(port, astronaut_png, "viewer", "s3cret-Pw")
+    cases = {
+        f"rtsp://viewer:s3cret-Pw@127.0.0.1:{port}/nope": "no stream at /nope (RTSP 404)",
+        f"rtsp://viewer:WRONG-pw@127.0.0.1:{port}/face": "refused the user name 'viewer' or its password",
+        f"rtsp://127.0.0.1:{port}/face": "wants a user name and password (RTSP 401)",
+        f"rtsp://viewer:s3cret-Pw@127.0.0.1:{free_port()}/face": "refused the connection: nothing listens",
+        "rtsp://viewer:s3cret-Pw@camera.invalid/face": "does not resolve",
+    }
+    try:
+        for url, expected in cases.items():
+            with pytest.raises(SourceError) as e:
+                RTSPSource(url, timeout_s=3).open()
+            msg = str(e.value)
+            assert expected in msg and "s3cret" not in msg and "WRONG-pw" not in msg, msg
+        ok = RTSPSource(f"rtsp://viewer:s3cret-Pw@127.0.0.1:{port}/face", timeout_s=5)
+        ok.open()  # the right URL still opens
+        ok.close()
+    finally:
+        server.kill()

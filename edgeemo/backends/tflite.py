@@ -6,13 +6,23 @@ the delegate); quantising, batching and reading outputs is the same and lives he
 
 from __future__ import annotations
 
+import contextlib
+import getpass
+import logging
+import os
+import stat
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeemo.backends.base import Model, ModelError, TensorSpec
+
+log = logging.getLogger(__name__)
 
 
 def _spec(d: dict[str, Any]) -> TensorSpec:
@@ -31,7 +41,8 @@ class TFLiteModel(Model):
         # The interpreter is not thread-safe: calls are serialised here.
         self._lock = threading.Lock()
         try:
-            self._it.allocate_tensors()
+            with native_output_to_log():
+                self._it.allocate_tensors()
         except RuntimeError as e:
             raise _explain_runtime_error(path, e) from None
         self._in = self._it.get_input_details()[0]
@@ -94,6 +105,34 @@ class TFLiteModel(Model):
             return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
 
 
+_NATIVE_LOCK = threading.Lock()
+_LEVELS = {"INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+
+
+@contextlib.contextmanager
+def native_output_to_log() -> Iterator[None]:
+    """Route what the TFLite runtime prints on stderr itself ("INFO: Created TensorFlow Lite
+    XNNPACK delegate for CPU.", with neither time nor level in the journal) through logging,
+    at the level it names. Only around model preparation, which happens at start-up."""
+    with _NATIVE_LOCK, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    level, _, text = line.partition(": ")
+                    if level in _LEVELS:
+                        log.log(_LEVELS[level], "TFLite runtime: %s", text)
+                    else:
+                        log.warning("TFLite runtime: %s", line)
+
+
 def _explain_runtime_error(path: Path, e: Exception) -> ModelError:
     text = str(e)
     if "edgetpu-custom-op" in text:
@@ -109,7 +148,21 @@ def check_model_file(path: Path) -> None:
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; run `edgeemo models fetch` or fix the path")
     size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except PermissionError:
+        raise ModelError(unreadable(path)) from None
     if size < 16 or head[4:8] != b"TFL3":
         raise ModelError(f"{path} is not a TFLite model (truncated or wrong file, {size} bytes)")
+
+
+def unreadable(path: Path) -> str:
+    """Why the service user cannot read a model file, and the fix (a config-class problem:
+    restarting will not help, so it exits 78 like any other unusable model)."""
+    st = path.stat()
+    return (
+        f"model file {path} is not readable by user {getpass.getuser()} (mode "
+        f"{stat.filemode(st.st_mode)}, owner uid {st.st_uid}): as root run `chmod 0644 {path}`, "
+        "or install it again with `edgeemo models fetch`, which installs model files 0644"
+    )

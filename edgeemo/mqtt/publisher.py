@@ -29,6 +29,7 @@ from edgeemo.outbox import Outbox, OutboxError
 log = logging.getLogger(__name__)
 IN_FLIGHT = 50  # events handed to paho and not yet acknowledged; the rest wait on disk
 STALE_S = 60  # while connected, an event unacknowledged this long is sent again
+HANDOVER_WAIT_S = 2.0  # a camera's offline waits at most this long for its events to go first
 
 
 class Publisher:
@@ -38,7 +39,7 @@ class Publisher:
         topics: Topics,
         client_id: str,
         password: str | None,
-        discovery: Callable[[], list[tuple[str, dict]]],
+        discovery: Callable[[], list[tuple[str, dict | None]]],
         outbox: Outbox,
     ) -> None:
         self.cfg = cfg
@@ -49,6 +50,7 @@ class Publisher:
         self._in_flight: dict[int, tuple[int, float]] = {}  # paho mid → (outbox seq, handed at)
         self._acked_mids: deque[int] = deque()
         self._last_handed = 0  # highest seq handed to paho by this process
+        self._last_added = 0  # highest seq this process stored (camera_status waits for it)
         self._wake = threading.Event()
         self._deliverer = threading.Thread(target=self._deliver_loop, name="mqtt-outbox", daemon=True)
         self.delivered = 0
@@ -57,6 +59,7 @@ class Publisher:
         self.topics = topics
         self._discovery = discovery
         self._retained: dict[str, str] = {}  # topic → last payload, replayed on reconnect
+        self._last_stats: str | None = None  # re-sent when Home Assistant comes online
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.dropped = 0  # messages paho refused (queue full)
@@ -172,14 +175,18 @@ class Publisher:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":
-            log.info("Home Assistant came online: re-sending discovery and states")
+            log.info("Home Assistant came online: re-sending discovery, states and stats")
             self._republish()
+            if self._last_stats is not None:  # not "unknown" in HA until the next interval
+                self._client.publish(self.topics.stats, self._last_stats, qos=0, retain=False)
 
     def _republish(self) -> None:
         """Discovery, then the last retained states and camera statuses (broker may have lost them)."""
-        if self.cfg.discovery:
-            for topic, payload in self._discovery():
-                self._client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        # The callback honours mqtt.discovery itself (it may still remove what was published
+        # before); a None payload is an empty retained config, HA's signal to remove an entity.
+        for topic, payload in self._discovery():
+            body = "" if payload is None else json.dumps(payload)
+            self._client.publish(topic, body, qos=1, retain=True)
         with self._lock:
             replay = list(self._retained.items())
         for topic, payload in replay:
@@ -250,17 +257,38 @@ class Publisher:
     def event(self, camera: str, event: dict) -> None:
         """Store durably (assigning ``seq``); the delivery thread sends it."""
         try:
-            self.outbox.add(self.topics.event(camera), event)
+            self._last_added = self.outbox.add(self.topics.event(camera), event)
         except OutboxError as e:
             log.error("camera %s: event %s not stored: %s", camera, event.get("type"), e)
             return
         self._wake.set()
 
     def state(self, camera: str, state: dict) -> None:
+        # The events that changed the state go first (face_left before faces 0); this waits
+        # only when an event was just stored and is not yet handed to paho.
+        self._wait_handed_over(HANDOVER_WAIT_S)
         self._send(self.topics.state(camera), json.dumps(state), retain=True)
 
     def camera_status(self, camera: str, online: bool) -> None:
+        if not online:
+            # A camera's last events (face_left) must reach the broker before its offline:
+            # HA drops events of an entity that is already unavailable.
+            self._wait_handed_over(HANDOVER_WAIT_S)
         self._send(self.topics.status(camera), "online" if online else "offline", retain=True)
 
+    def _wait_handed_over(self, timeout: float) -> None:
+        """Until the delivery thread has handed every event stored so far to paho (which sends
+        in order), bounded: while disconnected the events wait in the outbox anyway."""
+        target, deadline = self._last_added, time.monotonic() + timeout
+        while (
+            self._last_handed < target
+            and self.connected.is_set()
+            and not self._stopping
+            and time.monotonic() < deadline
+        ):
+            self._wake.set()
+            time.sleep(0.01)
+
     def stats(self, stats: dict) -> None:
-        self._send(self.topics.stats, json.dumps(stats), retain=False, qos=0)
+        self._last_stats = json.dumps(stats)
+        self._send(self.topics.stats, self._last_stats, retain=False, qos=0)

@@ -14,7 +14,16 @@ import re
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from edgeemo.sources.base import END, CameraReader, EndOfStream, Frame, FrameQueue, Source, SourceError
+from edgeemo.sources.base import (
+    END,
+    CameraReader,
+    EndOfStream,
+    Frame,
+    FrameQueue,
+    Source,
+    SourceError,
+    StatusChange,
+)
 
 if TYPE_CHECKING:
     from edgeemo.config import CameraConfig
@@ -36,6 +45,7 @@ __all__ = [
     "FrameQueue",
     "Source",
     "SourceError",
+    "StatusChange",
     "default_name",
     "guess_kind",
     "make_source",

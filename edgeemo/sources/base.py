@@ -7,7 +7,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +21,13 @@ __all__ = [
     "FrameQueue",
     "Source",
     "SourceError",
+    "StatusChange",
     "frame_problem",
 ]
 
 log = logging.getLogger(__name__)
 
+CLIP_ENDED = "the clip ended"
 MAX_PIXELS = 8192 * 8192  # larger than any camera; beyond this a frame is treated as corrupt
 
 
@@ -75,23 +76,45 @@ def frame_problem(img: object) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """The camera went online or offline. It travels through the queue in order with the
+    frames, so the consumer ends the visits a lost camera had before it says ``offline``
+    (Home Assistant drops events of an entity that is already unavailable)."""
+
+    online: bool
+    why: str = ""
+
+
 class FrameQueue:
     """Bounded queue: real time wins over completeness, the oldest frame is dropped.
 
+    Status changes are queued too and never dropped (they are few: one per transition).
     The producer ``close``s it when its source has ended for good; the consumer then gets
     what is left and after that :data:`END`, so it never needs to ask the producer."""
 
     def __init__(self, depth: int = 2) -> None:
-        self._q: deque[Frame] = deque(maxlen=depth)
+        self.depth = depth
+        self._q: deque[Frame | StatusChange] = deque()
+        self._frames = 0  # frames in _q (the bound applies to them only)
         self._cv = threading.Condition()
         self._closed = False
         self.dropped = 0
 
     def put(self, frame: Frame) -> None:
         with self._cv:
-            if len(self._q) == self._q.maxlen:
+            if self._frames >= self.depth:
+                oldest = next(i for i, item in enumerate(self._q) if isinstance(item, Frame))
+                del self._q[oldest]
+                self._frames -= 1
                 self.dropped += 1
             self._q.append(frame)
+            self._frames += 1
+            self._cv.notify()
+
+    def put_status(self, change: StatusChange) -> None:
+        with self._cv:
+            self._q.append(change)
             self._cv.notify()
 
     def close(self) -> None:
@@ -99,13 +122,16 @@ class FrameQueue:
             self._closed = True
             self._cv.notify_all()
 
-    def get(self, timeout: float) -> Frame | EndOfStream | None:
-        """The oldest frame; None when none came within ``timeout``; END once closed and empty."""
+    def get(self, timeout: float) -> Frame | StatusChange | EndOfStream | None:
+        """The oldest item; None when none came within ``timeout``; END once closed and empty."""
         with self._cv:
             if not self._q and not self._closed:
                 self._cv.wait(timeout)
             if self._q:
-                return self._q.popleft()
+                item = self._q.popleft()
+                if isinstance(item, Frame):
+                    self._frames -= 1
+                return item
             return END if self._closed else None
 
 
@@ -117,7 +143,10 @@ END = EndOfStream()
 
 
 class CameraReader(threading.Thread):
-    """Reads a source into a FrameQueue at most ``fps`` times a second, reconnecting forever."""
+    """Reads a source into a FrameQueue at most ``fps`` times a second, reconnecting forever.
+
+    Online/offline changes go into the queue as :class:`StatusChange`; the camera loop
+    publishes them after what the frames before them caused."""
 
     def __init__(
         self,
@@ -125,7 +154,6 @@ class CameraReader(threading.Thread):
         source: Source,
         fps: float,
         queue: FrameQueue,
-        on_status: Callable[[str, bool], None],
         backoff: tuple[float, float] = (1.0, 60.0),
     ) -> None:
         super().__init__(name=f"reader-{name}", daemon=True)
@@ -133,7 +161,6 @@ class CameraReader(threading.Thread):
         self.source = source
         self.interval = 1.0 / fps
         self.queue = queue
-        self.on_status = on_status
         self.backoff = backoff
         self.stop_event = threading.Event()
         self.finished = threading.Event()
@@ -150,9 +177,11 @@ class CameraReader(threading.Thread):
                 log.info("camera %s: online (%s)", self.camera, self.source.describe())
             elif self.stop_event.is_set():
                 log.info("camera %s: stopped", self.camera)
+            elif why == CLIP_ENDED:  # the end of a file is no fault
+                log.info("camera %s: offline (%s)", self.camera, why)
             else:
                 log.warning("camera %s: offline: %s", self.camera, why)
-            self.on_status(self.camera, online)
+            self.queue.put_status(StatusChange(online, why))
 
     @property
     def dropped(self) -> int:
@@ -167,6 +196,7 @@ class CameraReader(threading.Thread):
 
     def run(self) -> None:
         delay = self.backoff[0]
+        ended = False
         while not self.stop_event.is_set():
             try:
                 self.source.open()
@@ -178,6 +208,7 @@ class CameraReader(threading.Thread):
                 continue
             try:
                 if self._pump():
+                    ended = True
                     break  # end of a finite clip
                 delay = self.backoff[0]  # it worked for a while: start the backoff afresh
             except SourceError as e:
@@ -187,7 +218,7 @@ class CameraReader(threading.Thread):
                 delay = min(delay * 2, self.backoff[1])
             finally:
                 self.source.close()
-        self._set_online(False, "stopped")
+        self._set_online(False, CLIP_ENDED if ended else "stopped")
         self.finished.set()
         self.queue.close()
 

@@ -24,10 +24,19 @@ __all__ = ["EvalError", "load_npz", "photos_end_to_end", "predict", "robustness"
 
 def load_npz(path: Path, labels_from: str) -> tuple[np.ndarray, np.ndarray]:
     """→ uint8 images (N, H, W) and FER2013-ordered labels; FER+ mode drops unlabelled rows."""
+    what = (
+        "an image: eval scores an emotion model on a labelled set; for one image use `edgeemo detect IMAGE`"
+        if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+        else "not a readable .npz file with arrays images (uint8 N×H×W) and labels"
+    )
+    if not path.is_file():
+        raise EvalError(f"{path}: no such file")
     try:
-        d = np.load(path)
-    except (OSError, ValueError) as e:
-        raise EvalError(f"{path}: not a readable .npz file ({e})") from None
+        d = np.load(path)  # allow_pickle stays off: numpy's own message then talks of pickles
+    except (OSError, ValueError):
+        raise EvalError(f"{path}: {what}") from None
+    if not isinstance(d, np.lib.npyio.NpzFile):
+        raise EvalError(f"{path}: {what}")
     with d:
         missing = [k for k in ("images", "labels") if k not in d.files]
         if labels_from == "ferplus" and "ferplus_votes" not in d.files:
