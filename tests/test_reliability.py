@@ -18,8 +18,11 @@ import pytest
 from conftest import DaemonProcess, Recorder
 
 from edgeemo import notify
-from edgeemo.config import parse_config
+from edgeemo.config import MQTTConfig, parse_config
 from edgeemo.daemon import Daemon
+from edgeemo.mqtt.publisher import Publisher
+from edgeemo.mqtt.topics import Topics
+from edgeemo.outbox import Outbox
 from edgeemo.tools.devtools import free_port, make_demo_clip, mosquitto_path, wait_port
 
 
@@ -195,3 +198,43 @@ def test_notify_without_systemd_python_sends_the_datagram_itself(
     assert sock.recv(100) == b"READY=1\nSTATUS=test"
     monkeypatch.delenv("NOTIFY_SOCKET")
     assert not notify.notify("WATCHDOG=1")  # not under systemd: a no-op
+
+
+def test_after_a_long_outage_online_comes_first_and_only_the_latest_state(tmp_path: Path) -> None:
+    """Issues 17.2 and 16.4 on a real broker and real paho, with a small paho queue: during the
+    outage states pile up; on return, `online` must be retained again and each state topic
+    must get its latest value only."""
+    broker = Mosquitto()
+    broker.start()
+    cfg = MQTTConfig(host="127.0.0.1", port=broker.port, max_queued_messages=20, discovery=False)
+    topics = Topics("edgeemo/dev1")
+    pub = Publisher(cfg, topics, "edgeemo-dev1", None, list, Outbox(tmp_path / "o.sqlite3"))
+    pub.start()
+    rec = None
+    try:
+        assert pub.wait_connected(10)
+        pub.state("porch", {"faces": 0, "n": -1})
+        time.sleep(0.5)
+        broker.stop()
+        for f in broker.workdir.glob("*.db"):  # the broker comes back without its retained data
+            f.unlink()
+        _wait(lambda: not pub.is_connected(), 10, "the publisher to see the outage")
+        for i in range(200):  # faces come and go while the broker is away
+            pub.state("porch", {"faces": i % 2, "n": i})
+            pub.camera_status("porch", i % 2 == 0)
+        pub.event("porch", {"type": "face_entered", "id": "x"})
+        broker.start()
+        back = time.monotonic()
+        rec = Recorder(broker.port)
+        rec.wait_for(lambda t, p: t == topics.availability and p == "online", timeout=15)
+        assert time.monotonic() - back < 15
+        rec.wait_for(lambda t, _p: t == topics.event("porch"), timeout=15)
+        time.sleep(1)
+        states = [json.loads(p)["n"] for t, p, _ in rec.messages if t == topics.state("porch")]
+        assert states == [199], states  # before: online never came; stale states replayed
+        assert [p for t, p, _ in rec.messages if t == topics.status("porch")] == ["offline"]
+    finally:
+        pub.stop(timeout=0.5)
+        if rec:
+            rec.close()
+        broker.remove()

@@ -3,8 +3,17 @@
 paho's network thread does the I/O; callers only enqueue. Events go through the durable
 outbox: a delivery thread hands them to paho in ``seq`` order, a bounded window at a time,
 and deletes each from the outbox when its PUBACK arrives; paho itself re-sends what is in
-flight after a reconnect. Retained availability, camera status and states are re-published
-on every (re)connect, and discovery again whenever Home Assistant announces ``online``.
+flight after a reconnect.
+
+Retained messages follow one rule on every (re)connect: availability ``online`` first, then
+discovery, then the *latest* state and status of each topic, and only then events. States and
+statuses are never queued while the broker is away (only the latest is remembered), so a long
+outage cannot fill paho's queue and crowd out ``online``, and no stale state is replayed after
+the current one. They go at QoS 0 while connected: what a broken connection loses is superseded
+by the re-send of the latest on the next connect. Home Assistant's birth message re-sends
+discovery and states, at most once per ``REDISCOVER_MIN_S``; after discovery is sent, events
+wait ``SETTLE_S`` so that Home Assistant has subscribed to a new camera's topics before its
+first event.
 """
 
 from __future__ import annotations
@@ -24,11 +33,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeemo.config import MQTTConfig
 from edgeemo.mqtt.topics import Topics
-from edgeemo.outbox import Outbox, OutboxError
+from edgeemo.outbox import Outbox
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = 50  # events handed to paho and not yet acknowledged; the rest wait on disk
 STALE_S = 60  # while connected, an event unacknowledged this long is sent again
+REDISCOVER_MIN_S = 5.0  # a storm of HA birth messages costs one discovery re-send per this
+# HA subscribes to a new entity's topics 0.3-1 s after its discovery config arrives; an event
+# sent before that is lost to it (events are not retained), so events wait this long.
+SETTLE_S = 2.0
 
 
 class Publisher:
@@ -58,6 +71,15 @@ class Publisher:
         self._discovery = discovery
         self._retained: dict[str, str] = {}  # topic → last payload, replayed on reconnect
         self._lock = threading.Lock()
+        self._live = False  # under _lock: connected and announced, states may go straight out
+        self._announce: deque[tuple[str, str]] = deque()  # retained QoS 1 still to hand to paho
+        self._need_announce = False  # set by on_connect, done by the delivery thread
+        self._announcing = False  # until done, states wait and no event is handed to paho
+        self._ha_births = 0  # HA birth messages not yet answered
+        self._discovery_at = -REDISCOVER_MIN_S  # monotonic time discovery was last sent
+        self._hold_until = 0.0  # no events before this (HA is subscribing after discovery)
+        self.last_error: str | None = None  # why the last connection attempt failed, for logs
+        self._errors_logged: set[str] = set()
         self.connected = threading.Event()
         self.dropped = 0  # messages paho refused (queue full)
         self._auth_warned = False
@@ -86,6 +108,17 @@ class Publisher:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
+        reconnect = c.reconnect
+
+        def reconnect_noting_why() -> Any:
+            # paho swallows why a connection attempt failed (TLS refusals included); keep it.
+            try:
+                return reconnect()
+            except OSError as e:
+                self._connect_failed(e)
+                raise
+
+        c.reconnect = reconnect_noting_why  # type: ignore[method-assign]
         self._client = c
 
     @property
@@ -101,6 +134,9 @@ class Publisher:
 
     def outbox_dropped(self) -> int:
         return self.outbox.dropped
+
+    def outbox_error(self) -> str | None:
+        return self.outbox.storage_error
 
     def start(self) -> None:
         self._client.connect_async(self.cfg.host, self.cfg.effective_port, self.cfg.keepalive_s)
@@ -134,6 +170,24 @@ class Publisher:
 
     # --- callbacks (paho's thread) ----------------------------------------------------------
 
+    def _connect_failed(self, e: OSError) -> None:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            why = (
+                f"TLS: the broker's certificate was refused ({e.verify_message}); an unknown CA "
+                "needs mqtt.tls.ca_file, a hostname mismatch needs mqtt.host to be a name the "
+                "certificate carries"
+            )
+        elif isinstance(e, ssl.SSLError):
+            why = f"TLS handshake failed ({e.reason or e}); check mqtt.tls and the broker's TLS listener"
+        elif isinstance(e, ConnectionRefusedError):
+            why = "connection refused: nothing listens on that port (is the broker running? mqtt.port?)"
+        else:
+            why = f"{type(e).__name__}: {e}"
+        self.last_error = why
+        if why not in self._errors_logged:  # each distinct cause once, until connected again
+            self._errors_logged.add(why)
+            log.error("MQTT broker %s: cannot connect: %s; retrying", self.broker, why)
+
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             if "authori" in str(reason).lower() or "password" in str(reason).lower():
@@ -152,12 +206,18 @@ class Publisher:
         log.info("MQTT connected to %s", self.broker)
         self._connected_at = time.monotonic()
         self._auth_warned = False
+        self.last_error = None
+        self._errors_logged.clear()
         client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
-        client.publish(self.topics.availability, "online", qos=1, retain=True)
-        self._republish()
+        # The delivery thread announces (online, discovery, latest states) before any event:
+        # paho's queue may still be full of in-flight events here, so it retries until taken.
+        self._need_announce = True
         self.connected.set()
+        self._wake.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        with self._lock:
+            self._live = False
         if self.connected.is_set() and not self._stopping:
             log.warning(
                 "MQTT connection to %s lost (%s); reconnecting, events wait in the outbox",
@@ -172,18 +232,53 @@ class Publisher:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":
-            log.info("Home Assistant came online: re-sending discovery and states")
-            self._republish()
+            self._ha_births += 1  # answered by the delivery thread, coalesced
+            self._wake.set()
 
-    def _republish(self) -> None:
-        """Discovery, then the last retained states and camera statuses (broker may have lost them)."""
+    # --- announcing: availability, discovery, latest states (the delivery thread) -----------
+
+    def _start_announce(self, availability: bool) -> None:
+        self._announce.clear()
+        if availability:
+            self._announce.append((self.topics.availability, "online"))
         if self.cfg.discovery:
-            for topic, payload in self._discovery():
-                self._client.publish(topic, json.dumps(payload), qos=1, retain=True)
-        with self._lock:
-            replay = list(self._retained.items())
-        for topic, payload in replay:
-            self._client.publish(topic, payload, qos=1, retain=True)
+            self._announce.extend((t, json.dumps(p)) for t, p in self._discovery())
+        self._discovery_at = time.monotonic()
+        self._announcing = True
+
+    def _announce_step(self) -> bool:
+        """Hand the announcement to paho; True when done (states out, events may follow)."""
+        if self._need_announce:
+            self._need_announce = False
+            self._ha_births = 0  # a fresh connect re-sends discovery anyway
+            self._start_announce(availability=True)
+        elif (
+            self._ha_births
+            and not self._announcing
+            and time.monotonic() - self._discovery_at >= REDISCOVER_MIN_S
+        ):
+            log.info(
+                "Home Assistant came online (%d birth message(s)): re-sending discovery and states",
+                self._ha_births,
+            )
+            self._ha_births = 0
+            self._start_announce(availability=False)
+        if not self._announcing:
+            return True
+        while self._announce:
+            topic, payload = self._announce[0]
+            info = self._client.publish(topic, payload, qos=1, retain=True)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                return False  # in-flight events from before a drop fill it; acks free it soon
+            self._announce.popleft()
+        if self.cfg.discovery:
+            self._hold_until = time.monotonic() + SETTLE_S
+        with self._lock:  # the latest of each state and status, then live publishing
+            for topic, payload in self._retained.items():
+                self._client.publish(topic, payload, qos=0, retain=True)
+            self._live = self.connected.is_set()
+        self._announcing = False
+        return True
 
     # --- delivery of the outbox (its own thread) ---------------------------------------------
 
@@ -198,17 +293,21 @@ class Publisher:
             self.delivered += len(done)
 
     def _deliver_loop(self) -> None:
+        failures: set[str] = set()
         while not self._stopping:
             self.progress_at = time.monotonic()
-            self._wake.wait(1.0)
+            self._wake.wait(min(1.0, max(0.05, self._hold_until - time.monotonic())))
             self._wake.clear()
             try:
                 self._flush_acks()
-                if self.connected.is_set():
+                ready = self.connected.is_set() and self._announce_step()
+                if ready and time.monotonic() >= self._hold_until:
                     self._hand_over()
-            except OutboxError as e:
-                log.error("%s", e)
-                time.sleep(5)
+            except Exception as e:  # this thread must outlive anything; it is all delivery
+                if repr(e) not in failures:
+                    failures.add(repr(e))
+                    log.exception("MQTT delivery: unexpected error (%s); carrying on", e)
+                time.sleep(1)
 
     def _hand_over(self) -> None:
         now = time.monotonic()
@@ -220,7 +319,8 @@ class Publisher:
             log.warning("MQTT: no acknowledgement for event seq %d after %d s; re-sending", first, STALE_S)
             self._in_flight.clear()
             self._last_handed = first - 1
-        room = IN_FLIGHT - len(self._in_flight)
+        # Leave half of paho's queue to availability and discovery after a reconnect.
+        room = min(IN_FLIGHT, self.cfg.max_queued_messages // 2) - len(self._in_flight)
         if room <= 0:
             return
         for item in self.outbox.pending(self._last_handed, room):
@@ -233,11 +333,13 @@ class Publisher:
 
     # --- API for the pipeline (any thread, never blocks) ------------------------------------
 
-    def _send(self, topic: str, payload: str, retain: bool, qos: int = 1) -> None:
-        if retain:
-            with self._lock:
+    def _send(self, topic: str, payload: str, retain: bool) -> None:
+        with self._lock:
+            if retain:
                 self._retained[topic] = payload
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            if not self._live:
+                return  # never queued: the latest is sent after availability on the next connect
+            info = self._client.publish(topic, payload, qos=0, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -249,11 +351,7 @@ class Publisher:
 
     def event(self, camera: str, event: dict) -> None:
         """Store durably (assigning ``seq``); the delivery thread sends it."""
-        try:
-            self.outbox.add(self.topics.event(camera), event)
-        except OutboxError as e:
-            log.error("camera %s: event %s not stored: %s", camera, event.get("type"), e)
-            return
+        self.outbox.add(self.topics.event(camera), event)  # never raises: memory backs the disk
         self._wake.set()
 
     def state(self, camera: str, state: dict) -> None:
@@ -263,4 +361,4 @@ class Publisher:
         self._send(self.topics.status(camera), "online" if online else "offline", retain=True)
 
     def stats(self, stats: dict) -> None:
-        self._send(self.topics.stats, json.dumps(stats), retain=False, qos=0)
+        self._send(self.topics.stats, json.dumps(stats), retain=False)
