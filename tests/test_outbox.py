@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import stat
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import fill_disk
 
 from edgeemo import outbox as outbox_module
 from edgeemo.outbox import Outbox, OutboxError
@@ -142,33 +140,12 @@ def test_state_dir_and_outbox_are_private_whatever_the_umask(tmp_path: Path) -> 
     ]
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 1 MB tmpfs (needs root, as make test runs)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(disk: Path, leave: int) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb") as f:
-        while shutil.disk_usage(disk).free > leave:
-            f.write(b"\0" * 4096)
-            f.flush()
-    return filler
-
-
 def test_a_full_disk_keeps_events_flowing_in_memory_and_back_to_disk(
     small_disk: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(outbox_module, "RETRY_S", 0.0)
     box = Outbox(small_disk / "state" / "o.sqlite3")
-    filler = _fill(small_disk, leave=16 * 1024)
+    filler = fill_disk(small_disk, leave=16 * 1024)
     seqs, acked = [], []
     with caplog.at_level(logging.WARNING):
         for i in range(400):  # before: OutboxError from add(), sqlite3.OperationalError from ack()
@@ -201,7 +178,7 @@ def test_a_restart_on_a_full_disk_keeps_seq_and_the_wal_stays_small(small_disk: 
     wal = Path(f"{path}-wal")
     assert not wal.exists() or wal.stat().st_size <= 512 * 1024  # checkpointed and cut back
     assert box.storage_error is None  # 2000 delivered events never filled a 1 MB disk
-    filler = _fill(small_disk, leave=0)
+    filler = fill_disk(small_disk, leave=0)
     for i in range(3):
         box.add("t", _ev(i))  # held in memory; only the side file records seq now
     box.close()

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, Recorder
+from conftest import DaemonProcess, Recorder, fill_disk
 
 from edgeemo import notify
 from edgeemo.config import MQTTConfig, parse_config
@@ -238,3 +238,27 @@ def test_after_a_long_outage_online_comes_first_and_only_the_latest_state(tmp_pa
         if rec:
             rec.close()
         broker.remove()
+
+
+def test_a_full_state_disk_does_not_stop_delivery(
+    tmp_path: Path, daemon, loop_clip: Path, small_disk: Path, recorder: Recorder, broker: int
+) -> None:
+    """Issue 17.1: the state dir on a 1 MB tmpfs that fills up while the broker is healthy."""
+    cfg = _config(tmp_path / "edgeemo.yaml", loop_clip, broker)
+    d = daemon("--config", str(cfg), "--state-dir", str(small_disk / "state"))
+    _wait(lambda: len(_events(recorder)) >= 2, 40, "the first events")
+    filler = fill_disk(small_disk, leave=0)
+    full_at = time.time()
+    time.sleep(14)  # before: the delivery thread died at the first ack; nothing more arrived
+    during = [e for e in _events(recorder) if e["ts"] > full_at]
+    assert during, "no event was delivered while the state disk was full"
+    filler.unlink()  # space returns: back to the disk
+    _wait(lambda: "takes writes again" in d.log, 15, "the outbox to use the disk again")
+    n = len(_events(recorder))
+    _wait(lambda: len(_events(recorder)) > n, 20, "events after the disk recovered")
+    assert d.proc.poll() is None
+    assert d.stop() == 0
+    seqs = sorted({e["seq"] for e in _events(recorder)})
+    assert seqs == list(range(1, seqs[-1] + 1)), f"gap in seq: {seqs}"
+    assert d.log.count("refuses writes") == 1, d.log  # once, not per event
+    assert "Traceback" not in d.log and "Exception in thread" not in d.log and "not stored" not in d.log
