@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -262,3 +263,35 @@ def test_a_full_state_disk_does_not_stop_delivery(
     assert seqs == list(range(1, seqs[-1] + 1)), f"gap in seq: {seqs}"
     assert d.log.count("refuses writes") == 1, d.log  # once, not per event
     assert "Traceback" not in d.log and "Exception in thread" not in d.log and "not stored" not in d.log
+
+
+@pytest.mark.parametrize("systemd_python", [True, False])
+def test_a_dead_notify_socket_is_logged_once_and_never_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, systemd_python: bool
+) -> None:
+    """Issue 17.5: with systemd-python, its notify raised out of the main loop (exit 134)."""
+    if systemd_python:
+        pytest.importorskip("systemd.daemon", reason="systemd-python is not installed")
+    else:
+        monkeypatch.setitem(sys.modules, "systemd", None)
+    monkeypatch.setattr(notify, "_warned", set())
+    for addr in (str(tmp_path / "gone.sock"), "@edgeemo-nobody-listens"):
+        monkeypatch.setenv("NOTIFY_SOCKET", addr)
+        with caplog.at_level(logging.WARNING):
+            assert notify.notify("READY=1") is False
+            assert notify.notify("WATCHDOG=1") is False
+    lines = [r.getMessage() for r in caplog.records if "cannot notify systemd" in r.getMessage()]
+    assert len(lines) == 2, lines  # once per cause, not per call
+
+
+def test_the_daemon_runs_on_with_a_dead_notify_socket(
+    tmp_path: Path, daemon, loop_clip: Path, recorder: Recorder, broker: int
+) -> None:
+    cfg = _config(tmp_path / "edgeemo.yaml", loop_clip, broker)
+    d = daemon(
+        "--config", str(cfg), env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock"), "WATCHDOG_USEC": "2000000"}
+    )
+    _wait(lambda: len(_events(recorder)) >= 2, 40, "events")
+    assert d.proc.poll() is None, d.log
+    assert d.stop() == 0
+    assert d.log.count("cannot notify systemd") == 1 and "Traceback" not in d.log
