@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from edgeemo.config import redact_url
+from edgeemo.config import redact_url, strip_credentials
 from edgeemo.credentials import expand
 from edgeemo.sources.base import Source, SourceError
 
@@ -31,7 +31,7 @@ def from_config(cam: CameraConfig) -> RTSPSource:
 
 
 def default_name(source: str) -> str:
-    p = urlsplit(source)
+    p = urlsplit(strip_credentials(source))  # a raw password may hold / or #: never in a name
     return f"{p.hostname or 'camera'}{p.path}"
 
 
