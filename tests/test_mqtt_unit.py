@@ -117,8 +117,8 @@ class FakeClient:
     def disconnect(self) -> None:
         self.connected = False
 
-    def subscribe(self, topic: str, qos: int = 0) -> None:
-        self.subscribed.append(topic)
+    def subscribe(self, topic: str | list[tuple[str, int]], qos: int = 0) -> None:
+        self.subscribed += [t for t, _q in topic] if isinstance(topic, list) else [topic]
 
     def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> Info:
         if self.queue_full:
@@ -186,7 +186,7 @@ def test_last_will_and_connect_sends_availability_discovery_and_retained_states(
     c.accept()
     assert p.is_connected()
     assert _until(lambda: _announced(p))
-    assert c.subscribed == ["homeassistant/status"]
+    assert c.subscribed == ["homeassistant/status", "edgeemo/dev1/claim"]
     assert c.published[0] == ("edgeemo/dev1/availability", "online", 1, True)
     configs = [t for t in c.topics() if t.endswith("/config")]
     assert len(configs) == len(discovery_messages("homeassistant", TOPICS, "d", "n", ["porch"], LABELS))
@@ -337,3 +337,23 @@ def test_tls_refusals_are_named(pub, caplog: pytest.LogCaptureFixture) -> None: 
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "certificate was refused" in errors[0] and "ca_file" in errors[0]
     assert p.last_error and "unable to get local issuer certificate" in p.last_error
+
+
+def test_a_second_appliance_with_the_same_device_id_is_named(pub, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17.6: a cloned SD card keeps /etc/machine-id; the two kick each other off."""
+    p, c = pub
+    previous_run = json.dumps({"nonce": "old", "host": "gw", "pid": 1})
+    with caplog.at_level(logging.ERROR):
+        c.accept()
+        c.receive("edgeemo/dev1/claim", previous_run.encode())  # retained, from our last run
+        assert _until(lambda: _announced(p))
+        ours = next(x[1] for x in c.published if x[0] == "edgeemo/dev1/claim")
+        c.receive("edgeemo/dev1/claim", ours.encode())  # our own claim comes back
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # a restart is no clash
+        c.drop()
+        c.accept()  # the twin connected meanwhile and claimed the id
+        for _ in range(3):
+            c.receive("edgeemo/dev1/claim", json.dumps({"nonce": "twin", "host": "gw", "pid": 7}).encode())
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "another edgeemo (host gw, pid 7)" in errors[0]
+    assert "machine-id" in errors[0] and "device.id" in errors[0]

@@ -295,3 +295,18 @@ def test_the_daemon_runs_on_with_a_dead_notify_socket(
     assert d.proc.poll() is None, d.log
     assert d.stop() == 0
     assert d.log.count("cannot notify systemd") == 1 and "Traceback" not in d.log
+
+
+def test_two_appliances_with_one_device_id_are_told_why(
+    tmp_path: Path, daemon, loop_clip: Path, recorder: Recorder, broker: int
+) -> None:
+    """Issue 17.6: before, they kicked each other off 40 times in 40 s and the log said nothing."""
+    cfg = _config(tmp_path / "edgeemo.yaml", loop_clip, broker)
+    cfg.write_text(cfg.read_text() + "device: {id: twin}\n")  # as two clones of one SD card
+    a = daemon("--config", str(cfg), "--state-dir", str(tmp_path / "a"))
+    b = daemon("--config", str(cfg), "--state-dir", str(tmp_path / "b"))
+    _wait(lambda: "another edgeemo" in a.log + b.log, 40, "the clash to be named")
+    assert a.stop() == 0 and b.stop() == 0
+    for d in (a, b):
+        assert d.log.count("another edgeemo") <= 1 and "Traceback" not in d.log
+    assert "machine-id" in a.log + b.log

@@ -21,9 +21,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import ssl
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -80,10 +83,25 @@ class Publisher:
         self._hold_until = 0.0  # no events before this (HA is subscribing after discovery)
         self.last_error: str | None = None  # why the last connection attempt failed, for logs
         self._errors_logged: set[str] = set()
+        # Two appliances with one device id (a cloned SD card keeps /etc/machine-id) share a
+        # client id and kick each other off the broker. Each process claims the id with a
+        # retained nonce; a foreign claim arriving after our own came back names the clash.
+        self._nonce = uuid.uuid4().hex
+        self._claim = json.dumps(
+            {
+                "nonce": self._nonce,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "since": round(time.time()),
+            }
+        )
+        self._claim_echoed = False
+        self.duplicate: dict | None = None  # the other claimant, once seen
         self.connected = threading.Event()
         self.dropped = 0  # messages paho refused (queue full)
         self._auth_warned = False
         self._stopping = False
+        self._client_id = client_id
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -208,7 +226,7 @@ class Publisher:
         self._auth_warned = False
         self.last_error = None
         self._errors_logged.clear()
-        client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
+        client.subscribe([(f"{self.cfg.discovery_prefix}/status", 1), (self.topics.claim, 1)])
         # The delivery thread announces (online, discovery, latest states) before any event:
         # paho's queue may still be full of in-flight events here, so it retries until taken.
         self._need_announce = True
@@ -231,9 +249,31 @@ class Publisher:
         self._wake.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":
+        if msg.topic == self.topics.claim:
+            self._on_claim(msg.payload)
+        elif msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":
             self._ha_births += 1  # answered by the delivery thread, coalesced
             self._wake.set()
+
+    def _on_claim(self, payload: bytes) -> None:
+        try:
+            claim = json.loads(payload)
+            nonce = claim["nonce"]
+        except (ValueError, TypeError, KeyError):
+            return
+        if nonce == self._nonce:
+            self._claim_echoed = True
+        elif self._claim_echoed and self.duplicate is None:
+            # Not a previous run of ours: the broker sends that before our own claim comes back.
+            self.duplicate = claim if isinstance(claim, dict) else {}
+            log.error(
+                "another edgeemo (host %s, pid %s) uses this device id and MQTT client id %s: the "
+                "broker disconnects each of you when the other connects, and your event seq numbers "
+                "collide. A cloned SD card keeps /etc/machine-id: on one of the two, run "
+                "'rm /etc/machine-id && systemd-machine-id-setup' and restart edgeemo, or give each "
+                "appliance its own device.id (and mqtt.client_id) in its config",
+                claim.get("host"), claim.get("pid"), self._client_id,
+            )  # fmt: skip
 
     # --- announcing: availability, discovery, latest states (the delivery thread) -----------
 
@@ -241,6 +281,7 @@ class Publisher:
         self._announce.clear()
         if availability:
             self._announce.append((self.topics.availability, "online"))
+            self._announce.append((self.topics.claim, self._claim))
         if self.cfg.discovery:
             self._announce.extend((t, json.dumps(p)) for t, p in self._discovery())
         self._discovery_at = time.monotonic()
