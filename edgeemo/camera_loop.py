@@ -21,6 +21,12 @@ from edgeemo.sources import END, FrameQueue
 log = logging.getLogger(__name__)
 
 
+def wall_clock(ts: float) -> float:
+    """A pipeline time (monotonic: frames, tracks and durations use it, so a clock step by NTP
+    cannot end or stretch a visit) as Unix time for the outside, as the wall clock says now."""
+    return round(time.time() - (time.monotonic() - ts), 3)
+
+
 class Sink(Protocol):
     """Where a camera's output goes (the MQTT publisher; a list in tests)."""
 
@@ -48,12 +54,12 @@ class CameraLoop(threading.Thread):
             self.health.progress_at = time.monotonic()
             frame = self.queue.get(timeout=0.5)
             if frame is END:
-                self._emit(self.analyzer.end(time.time()))
-                self._publish_state(time.time(), force=True)
+                self._emit(self.analyzer.end(time.monotonic()))
+                self._publish_state(time.monotonic(), force=True)
                 return
             if frame is None:
-                self._emit(self.analyzer.idle(time.time()))
-                self._publish_state(time.time())
+                self._emit(self.analyzer.idle(time.monotonic()))
+                self._publish_state(time.monotonic())
                 continue
             try:
                 self.handle(frame.image, frame.ts)
@@ -90,10 +96,11 @@ class CameraLoop(threading.Thread):
                 ev["emotion"],
                 ev["confidence"],
             )
-            self.sink.event(self.camera, ev)
+            self.sink.event(self.camera, {**ev, "ts": wall_clock(ev["ts"])})
 
     def _publish_state(self, ts: float, force: bool = False) -> None:
         now = time.monotonic()
         if self.analyzer.state_changed() or force or now - self._last_state >= self.heartbeat_s:
             self._last_state = now
-            self.sink.state(self.camera, self.analyzer.state(ts))
+            state = self.analyzer.state(ts)
+            self.sink.state(self.camera, {**state, "ts": wall_clock(state["ts"])})
