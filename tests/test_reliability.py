@@ -310,3 +310,26 @@ def test_two_appliances_with_one_device_id_are_told_why(
     for d in (a, b):
         assert d.log.count("another edgeemo") <= 1 and "Traceback" not in d.log
     assert "machine-id" in a.log + b.log
+
+
+def test_a_damaged_outbox_is_set_aside_and_the_daemon_runs_on(
+    tmp_path: Path, daemon, loop_clip: Path, recorder: Recorder, broker: int
+) -> None:
+    """Issue 17.4: before, a traceback and exit 1 on every start (systemd restarting it forever)."""
+    cfg = _config(tmp_path / "edgeemo.yaml", loop_clip, broker)
+    a = daemon("--config", str(cfg))
+    _wait(lambda: len(_events(recorder)) >= 2, 40, "the first events")
+    assert a.stop() == 0
+    last = max(e["seq"] for e in _events(recorder))
+    outbox = tmp_path / "state" / "outbox.sqlite3"
+    raw = bytearray(outbox.read_bytes())
+    raw[4096:8192] = b"\xa5" * 4096  # garbage over a data page
+    outbox.write_bytes(bytes(raw))
+    b = daemon("--config", str(cfg))
+    _wait(lambda: any(e["seq"] > last for e in _events(recorder)), 40, "events after the damage")
+    assert b.proc.poll() is None
+    assert b.stop() == 0
+    new = sorted(e["seq"] for e in _events(recorder) if e["seq"] > last)
+    assert new[0] == last + 1, new  # seq goes on (consumers de-duplicate by it)
+    assert b.log.count("is damaged") == 1 and "Traceback" not in b.log
+    assert list((tmp_path / "state").glob("outbox.sqlite3.damaged-*"))  # kept for inspection
