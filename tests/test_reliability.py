@@ -15,8 +15,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 from conftest import DaemonProcess, Recorder, fill_disk
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeemo import notify
 from edgeemo.config import MQTTConfig, parse_config
@@ -333,3 +335,49 @@ def test_a_damaged_outbox_is_set_aside_and_the_daemon_runs_on(
     assert new[0] == last + 1, new  # seq goes on (consumers de-duplicate by it)
     assert b.log.count("is damaged") == 1 and "Traceback" not in b.log
     assert list((tmp_path / "state").glob("outbox.sqlite3.damaged-*"))  # kept for inspection
+
+
+class SlowHomeAssistant:
+    """Subscribes to an event entity's topic `delay` seconds after its discovery config arrives,
+    as Home Assistant does (0.3-1 s, measured with HA 2025.4)."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        self.events: list[dict] = []
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"ha-{time.monotonic_ns()}")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("homeassistant/#", qos=1)
+        self.client.loop_start()
+        self.delay = delay
+
+    def _on_message(self, c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        if msg.topic.startswith("homeassistant/event/") and msg.payload:
+            topic = json.loads(msg.payload)["state_topic"]
+            threading.Timer(self.delay, lambda: c.subscribe(topic, qos=1)).start()
+        elif msg.topic.endswith("/event"):
+            self.events.append(json.loads(msg.payload))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_the_first_face_entered_after_discovery_reaches_home_assistant(
+    tmp_path: Path, daemon, astronaut_png: Path, broker: int
+) -> None:
+    """Issue 16.6: a face in view at start; before, its face_entered went out ~0.5 s after
+    discovery and before HA had subscribed to the new camera's event topic."""
+    ha = SlowHomeAssistant(broker, delay=1.0)
+    cfg = tmp_path / "edgeemo.yaml"
+    cfg.write_text(
+        f"mqtt: {{host: 127.0.0.1, port: {broker}}}\n"
+        f"cameras: [{{name: door, source: {astronaut_png}, loop: true}}]\n"
+    )
+    try:
+        d = daemon("--config", str(cfg))
+        _wait(lambda: ha.events, 30, "an event at Home Assistant")
+        assert d.stop() == 0
+    finally:
+        ha.close()
+    first = ha.events[0]
+    assert first["event_type"] == "face_entered" and first["seq"] == 1, ha.events
