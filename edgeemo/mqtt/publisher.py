@@ -204,7 +204,9 @@ class Publisher:
         self.last_error = why
         if why not in self._errors_logged:  # each distinct cause once, until connected again
             self._errors_logged.add(why)
-            log.error("MQTT broker %s: cannot connect: %s; retrying", self.broker, why)
+            # A certificate problem never heals by itself; a broker that is down usually does.
+            level = logging.ERROR if isinstance(e, ssl.SSLError) else logging.WARNING
+            log.log(level, "MQTT broker %s: cannot connect: %s; retrying", self.broker, why)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
