@@ -21,6 +21,12 @@ from edgeemo.sources import END, FrameQueue, StatusChange
 log = logging.getLogger(__name__)
 
 
+def wall_clock(ts: float) -> float:
+    """A pipeline time (monotonic: frames, tracks and durations use it, so a clock step by NTP
+    cannot end or stretch a visit) as Unix time for the outside, as the wall clock says now."""
+    return round(time.time() - (time.monotonic() - ts), 3)
+
+
 class Sink(Protocol):
     """Where a camera's output goes (the MQTT publisher; a list in tests)."""
 
@@ -59,8 +65,8 @@ class CameraLoop(threading.Thread):
                     self._camera_lost()
                 continue
             if frame is None:
-                self._emit(self.analyzer.idle(time.time()))
-                self._publish_state(time.time())
+                self._emit(self.analyzer.idle(time.monotonic()))
+                self._publish_state(time.monotonic())
                 continue
             self._lost = False
             try:
@@ -89,7 +95,7 @@ class CameraLoop(threading.Thread):
         if self._lost:
             return
         self._lost = True
-        now = time.time()
+        now = time.monotonic()  # pipeline time; wall_clock() converts as events leave
         self._emit(self.analyzer.end(now))
         self._publish_state(now, force=True)
         self.sink.camera_status(self.camera, False)
@@ -112,10 +118,11 @@ class CameraLoop(threading.Thread):
                 ev["emotion"],
                 ev["confidence"],
             )
-            self.sink.event(self.camera, ev)
+            self.sink.event(self.camera, {**ev, "ts": wall_clock(ev["ts"])})
 
     def _publish_state(self, ts: float, force: bool = False) -> None:
         now = time.monotonic()
         if self.analyzer.state_changed() or force or now - self._last_state >= self.heartbeat_s:
             self._last_state = now
-            self.sink.state(self.camera, self.analyzer.state(ts))
+            state = self.analyzer.state(ts)
+            self.sink.state(self.camera, {**state, "ts": wall_clock(state["ts"])})

@@ -6,9 +6,10 @@ into a default. Secrets are never read from the YAML: see :mod:`edgeemo.credenti
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +23,8 @@ BackendName = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]
 SourceType = Literal[("auto", *SOURCES)]  # type: ignore[valid-type]
 
 NAME_RE = r"^[A-Za-z0-9_-]{1,64}$"  # safe in MQTT topics and HA object ids
+MAX_PREFIX_BYTES = 1024  # MQTT topics end at 65,535 bytes; device, camera and suffix come after
+MAX_YAML_NODES = 100_000  # a config is a few hundred; aliases must not expand into millions
 
 
 class _Strict(BaseModel):
@@ -42,7 +45,7 @@ class MQTTConfig(_Strict):
         None, description="password comes from $EDGEEMO_MQTT_PASSWORD or credential mqtt_password"
     )
     tls: TLSConfig | None = None
-    topic_prefix: str = Field("edgeemo", pattern=r"^[^#+]+$")
+    topic_prefix: str = Field("edgeemo", pattern=r"^[^#+]+$")  # and see _topic_prefixes
     client_id: str | None = Field(None, description="default: edgeemo-<device id>")
     keepalive_s: int = Field(30, ge=5, le=3600)
     discovery: bool = True
@@ -50,6 +53,18 @@ class MQTTConfig(_Strict):
     stats_interval_s: float = Field(30.0, gt=0)
     state_heartbeat_s: float = Field(60.0, gt=0)
     max_queued_messages: int = Field(10000, ge=10, description="bound on unsent QoS 1 messages")
+
+    @field_validator("topic_prefix", "discovery_prefix")
+    @classmethod
+    def _topic_prefixes(cls, v: str) -> str:
+        # What the broker would take, silently drop ($SYS…) or refuse at the first publish.
+        if v.startswith("$"):
+            raise ValueError("must not start with $ (topics starting with $ are the broker's own)")
+        if "\0" in v:
+            raise ValueError("must not contain a NUL character")
+        if len(v.encode()) > MAX_PREFIX_BYTES:
+            raise ValueError(f"is longer than {MAX_PREFIX_BYTES} bytes")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -132,7 +147,7 @@ class CameraConfig(_Strict):
     source: str = Field(description="rtsp://…, a video/image file, /dev/videoN or picamera2")
     type: SourceType = "auto"  # type: ignore[valid-type]
     enabled: bool = True
-    detect_fps: float = Field(5.0, gt=0, le=120, description="frames analysed per second")
+    detect_fps: float = Field(5.0, ge=0.1, le=120, description="frames analysed per second")
     loop: bool = Field(False, description="file sources: start again at the end")
     width: int | None = Field(None, ge=16, description="v4l2/picamera2 capture width")
     height: int | None = Field(None, ge=16)
@@ -205,18 +220,35 @@ class Config(_Strict):
         return cam.detector or self.detector
 
 
+_URL_START = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)$", re.DOTALL)
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """``(scheme://, userinfo or None, host and the rest)``. The userinfo ends at the *last* ``@``:
+    a password typed raw may hold ``#``, ``?``, ``/`` or ``@``, which ``urlsplit`` would take for
+    the end of the host part (and then show the password as a fragment or a path)."""
+    m = _URL_START.match(url)
+    if not m or "@" not in m.group(2):
+        return (m.group(1) if m else ""), None, (m.group(2) if m else url)
+    userinfo, _, rest = m.group(2).rpartition("@")
+    return m.group(1), userinfo, rest
+
+
+def strip_credentials(url: str) -> str:
+    """The URL without its user and password (for names derived from it)."""
+    scheme, userinfo, rest = _split_userinfo(url)
+    return url if userinfo is None else scheme + rest
+
+
 def redact_url(url: str) -> str:
     """Hide credentials of a URL for logs and errors: ``user:***@host``, or ``***@host``
-    when the user part stands alone (some cameras take a bare token there)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if "@" not in parts.netloc:
+    when the user part stands alone (some cameras take a bare token there). Any password,
+    however written: percent-encoded or raw, with ``#``, ``?``, ``/``, ``@`` or ``:`` in it."""
+    scheme, userinfo, rest = _split_userinfo(url)
+    if userinfo is None:
         return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = unquote(parts.username or "") if parts.password is not None else ""
-    return parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}").geturl()
+    user = unquote(userinfo.split(":", 1)[0]) if ":" in userinfo else ""
+    return f"{scheme}{user}:***@{rest}" if user else f"{scheme}***@{rest}"
 
 
 def _loc(loc: tuple[Any, ...], data: Any) -> str:
@@ -254,10 +286,14 @@ def format_validation_error(err: ValidationError, data: Any, origin: str) -> str
             lines.append(f"{origin}: {path}: required key is missing")
         else:
             value = e.get("input")
-            text = redact_url(str(value))
-            if len(text) > 60:  # a pasted blob must not drown the message
-                text = f"{text[:60]}… ({len(text)} characters)"
-            shown = "" if isinstance(value, dict | list) or value is None else f" (got {text!r})"
+            shown = ""
+            if isinstance(value, str | int | float | bool):  # containers: never str() them
+                text = str(value)
+                # Redact before cutting (a cut URL could lose its @ and show the password).
+                text = redact_url(text) if len(text) <= 4096 else text[:20]
+                if len(text) > 60 or len(str(value)) > 4096:  # a pasted blob must not drown it
+                    text = f"{text[:60]}… ({len(str(value))} characters)"
+                shown = f" (got {text!r})"
             lines.append(f"{origin}: {path}: {msg}{shown}")
     return "\n".join(lines)
 
@@ -285,12 +321,45 @@ def load_yaml(path: Path) -> Any:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not valid UTF-8 at byte {e.start}; save the file as UTF-8") from None
     try:
+        _check_size(yaml.compose(text, Loader=yaml.SafeLoader), path)
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML is nested too deeply to be a config") from None
+
+
+def _check_size(root: yaml.Node | None, path: Path) -> None:
+    """Refuse a document whose aliases expand beyond MAX_YAML_NODES (a "billion laughs" file:
+    1.5 KB of nested aliases once took 59 s and 2.2 GB before failing). Counted on the node
+    graph, where an alias is a shared node, so counting costs what the file costs."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = MAX_YAML_NODES + 1  # a node inside itself (a recursive alias)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                break
+        sizes[id(node)] = total
+        return total
+
+    if root is not None and size(root) > MAX_YAML_NODES:
+        raise ConfigError(
+            f"{path}: the YAML expands to more than {MAX_YAML_NODES} values through its aliases "
+            "(&anchor/*alias); a config never needs that many: write it out, or use fewer aliases"
+        )
 
 
 def load_config(path: Path) -> Config:

@@ -127,8 +127,9 @@ class Daemon:
         self.publisher.start()
         if not self.publisher.wait_connected(5.0):
             log.warning(
-                "MQTT broker %s not reachable yet; running anyway, events wait in the outbox",
+                "MQTT broker %s: not connected yet (%s); running anyway, events wait in the outbox",
                 self.publisher.broker,
+                self.publisher.last_error or "no answer",
             )
         for c in self.cameras:
             self.publisher.camera_status(c.cfg.name, False)

@@ -67,6 +67,7 @@ class PublisherState(Protocol):
     def is_connected(self) -> bool: ...
     def outbox_pending(self) -> int: ...
     def outbox_dropped(self) -> int: ...
+    def outbox_error(self) -> str | None: ...
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Health:
             "events_delivered": p.delivered,
             "outbox_pending": p.outbox_pending(),
             "outbox_dropped": p.outbox_dropped(),
+            "outbox_error": p.outbox_error(),  # why the state disk is not used (full?), or None
             "cameras": {
                 c.name: {
                     "online": c.reader.online,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import socket
 import uuid
@@ -26,8 +27,10 @@ def _machine_id(state_dir: Path | None) -> str:
             return p.read_text().strip()
         except OSError:
             value = uuid.uuid4().hex
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(value + "\n")
+            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # private, as the outbox
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value + "\n")
             return value
     return socket.gethostname()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -215,3 +216,24 @@ def daemon(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., DaemonPro
     yield start
     for d in started:
         d.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MB tmpfs (needs root, as make test runs), for the state directory."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_disk(disk: Path, leave: int) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as f:
+        while shutil.disk_usage(disk).free > leave:
+            f.write(b"\0" * 4096)
+            f.flush()
+    return filler

@@ -344,6 +344,18 @@ def test_tls_broker(tmp_path: Path, daemon, clip: Path) -> None:
         prefix_of(rec)
         rec.wait_for(lambda t, p: t.endswith("/visit/event") and "face_entered" in p, timeout=30)
         assert d.stop() == 0
+        # Without our CA the broker is refused; the log must name the certificate (issue 17.7),
+        # not call the broker "not reachable".
+        cfg.write_text(
+            f"mqtt: {{host: 127.0.0.1, port: {tls}, tls: {{}}}}\ncameras: [{{name: visit, source: {clip}}}]\n"
+        )
+        bad = daemon("--config", str(cfg))
+        deadline = time.monotonic() + 20
+        while "certificate was refused" not in bad.log and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert bad.stop() == 0
+        assert "certificate was refused" in bad.log and "ca_file" in bad.log, bad.log
+        assert bad.log.count("certificate was refused") <= 2  # once, and in the start-up warning
     finally:
         rec.close()
         proc.terminate()

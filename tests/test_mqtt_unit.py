@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,11 +158,13 @@ class FakeClient:
 
     def __init__(self, *_: object, **kw: object) -> None:
         self.published: list[tuple[str, str, int, bool]] = []
+        self.times: list[float] = []  # monotonic time of each publish, by index
         self.subscribed: list[str] = []
         self.next_mid = 0
         self.queue_full = False
         self.connected = False
         self.will: tuple | None = None
+        self._raise: OSError | None = None
         self.on_connect = self.on_disconnect = self.on_message = self.on_publish = None
 
     # paho's API as the publisher uses it
@@ -172,19 +175,25 @@ class FakeClient:
         self.will = (topic, payload, qos, retain)
 
     def connect_async(self, host: str, port: int, keepalive: int) -> None: ...
+    def reconnect(self) -> int:
+        if self._raise is not None:
+            raise self._raise
+        return 0
+
     def loop_start(self) -> None: ...
     def loop_stop(self) -> None: ...
     def disconnect(self) -> None:
         self.connected = False
 
-    def subscribe(self, topic: str, qos: int = 0) -> None:
-        self.subscribed.append(topic)
+    def subscribe(self, topic: str | list[tuple[str, int]], qos: int = 0) -> None:
+        self.subscribed += [t for t, _q in topic] if isinstance(topic, list) else [topic]
 
     def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> Info:
         if self.queue_full:
             return Info(mqtt.MQTT_ERR_QUEUE_SIZE, 0)
         self.next_mid += 1
         self.published.append((topic, payload, qos, retain))
+        self.times.append(time.monotonic())
         return Info(mqtt.MQTT_ERR_SUCCESS if self.connected else mqtt.MQTT_ERR_NO_CONN, self.next_mid)
 
     # the network's part
@@ -233,18 +242,94 @@ def _until(cond, timeout: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
+def _announced(p: Publisher) -> bool:
+    return p._live
+
+
 def test_last_will_and_connect_sends_availability_discovery_and_retained_states(pub) -> None:  # type: ignore[no-untyped-def]
     p, c = pub
     assert c.will == ("edgeemo/dev1/availability", "offline", 1, True)
     p.state("porch", {"faces": 1})  # before the broker answers: kept for the connect
-    c.published.clear()
+    assert c.published == []  # never queued in paho while not connected
     c.accept()
     assert p.is_connected()
-    assert c.subscribed == ["homeassistant/status"]
+    assert _until(lambda: _announced(p))
+    assert c.subscribed == ["homeassistant/status", "edgeemo/dev1/claim"]
     assert c.published[0] == ("edgeemo/dev1/availability", "online", 1, True)
     configs = [t for t in c.topics() if t.endswith("/config")]
     assert len(configs) == len(discovery_messages("homeassistant", TOPICS, "d", "n", ["porch"], LABELS))
-    assert ("edgeemo/dev1/porch/state", json.dumps({"faces": 1}), 1, True) in c.published
+    # States after discovery, at QoS 0: the latest is re-sent on every connect instead.
+    assert c.published[-1] == ("edgeemo/dev1/porch/state", json.dumps({"faces": 1}), 0, True)
+
+
+def test_after_an_outage_only_the_latest_state_is_sent_after_availability(pub) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16.4 and 17.2: states of an outage are not replayed, and cannot crowd out online."""
+    p, c = pub
+    c.accept()
+    assert _until(lambda: _announced(p))
+    c.drop()
+    c.published.clear()
+    for i in range(500):  # a long outage with faces coming and going
+        p.state("porch", {"faces": i % 2, "n": i})
+        p.camera_status("porch", i % 3 == 0)
+    assert c.published == []  # before: 1000 messages queued in paho (and its queue full)
+    c.accept()
+    assert _until(lambda: _announced(p))
+    assert c.published[0] == ("edgeemo/dev1/availability", "online", 1, True)
+    states = [x for x in c.published if x[0] == "edgeemo/dev1/porch/state"]
+    assert states == [("edgeemo/dev1/porch/state", json.dumps({"faces": 1, "n": 499}), 0, True)]
+    statuses = [x[1] for x in c.published if x[0] == "edgeemo/dev1/porch/status"]
+    assert statuses == ["offline"]  # the last one (499 % 3 != 0)
+    p.state("porch", {"faces": 0, "n": 500})  # live again: straight out
+    assert c.published[-1][1] == json.dumps({"faces": 0, "n": 500})
+
+
+def test_a_full_paho_queue_delays_online_but_never_loses_it(pub) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17.2: paho's queue still full of in-flight events when the broker comes back."""
+    p, c = pub
+    p.state("porch", {"faces": 1})
+    c.queue_full = True
+    c.accept()
+    time.sleep(0.3)
+    assert "edgeemo/dev1/availability" not in c.topics() and not _announced(p)
+    c.queue_full = False  # the in-flight messages are acknowledged
+    p._wake.set()
+    assert _until(lambda: _announced(p))
+    assert c.published[0] == ("edgeemo/dev1/availability", "online", 1, True)
+    assert c.published[-1][0] == "edgeemo/dev1/porch/state"
+
+
+def test_events_wait_until_home_assistant_can_have_subscribed(pub, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16.6: the first face_entered must not race HA's subscription to a new camera."""
+    monkeypatch.setattr(publisher_module, "SETTLE_S", 0.5)
+    p, c = pub
+    p.event("porch", {"type": "face_entered", "track_id": 1})  # a face in view at start
+    c.accept()
+    assert _until(lambda: any(t.endswith("/event") for t in c.topics()))
+    last_config = max(i for i, t in enumerate(c.topics()) if t.endswith("/config"))
+    first_event = c.topics().index("edgeemo/dev1/porch/event")
+    assert first_event > last_config
+    assert c.times[first_event] - c.times[last_config] >= 0.5  # before: handed over at once
+
+
+def test_home_assistant_birth_storms_are_coalesced(
+    pub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17.8: 3000 births gave 7824 discovery publishes and 4001 log lines."""
+    monkeypatch.setattr(publisher_module, "REDISCOVER_MIN_S", 0.5)
+    p, c = pub
+    c.accept()
+    assert _until(lambda: _announced(p))
+    per_send = sum(t.endswith("/config") for t in c.topics())
+    c.published.clear()
+    with caplog.at_level(logging.INFO):
+        for _ in range(3000):
+            c.receive("homeassistant/status", b"online")
+        assert _until(lambda: any(t.endswith("/config") for t in c.topics()))
+        time.sleep(1.0)
+    assert sum(t.endswith("/config") for t in c.topics()) == per_send  # one re-send, not 3000
+    lines = [r.getMessage() for r in caplog.records if "Home Assistant came online" in r.getMessage()]
+    assert len(lines) == 1 and "3000 birth message(s)" in lines[0]
 
 
 def test_events_wait_in_the_outbox_until_acknowledged(pub) -> None:  # type: ignore[no-untyped-def]
@@ -280,14 +365,17 @@ def test_a_lost_connection_keeps_events_and_reconnect_sends_them(pub) -> None:  
     assert seqs == [1, 2, 3]  # in order
 
 
-def test_home_assistant_birth_resends_discovery(pub) -> None:  # type: ignore[no-untyped-def]
-    _, c = pub
+def test_home_assistant_birth_resends_discovery(pub, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(publisher_module, "REDISCOVER_MIN_S", 0.1)
+    p, c = pub
     c.accept()
+    assert _until(lambda: _announced(p))
     c.published.clear()
     c.receive("homeassistant/status", b"offline")
+    time.sleep(0.2)
     assert c.published == []
     c.receive("homeassistant/status", b"online")
-    assert any(t.endswith("/config") for t in c.topics())
+    assert _until(lambda: any(t.endswith("/config") for t in c.topics()))
 
 
 def test_refused_credentials_are_logged_once_without_the_password(
@@ -304,22 +392,50 @@ def test_refused_credentials_are_logged_once_without_the_password(
     assert not p.is_connected()
 
 
-def test_a_full_paho_queue_counts_dropped_messages(pub) -> None:  # type: ignore[no-untyped-def]
+def test_tls_refusals_are_named(pub, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17.7: paho swallows why a connection failed; the publisher names it, once."""
     p, c = pub
-    c.accept()
-    c.queue_full = True
-    for _ in range(3):
-        p.state("porch", {"faces": 0})
-    assert p.dropped == 3
+    err = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    err.verify_message = "unable to get local issuer certificate"
+    c._raise = err
+    with caplog.at_level(logging.ERROR):
+        for _ in range(3):
+            with pytest.raises(OSError):
+                c.reconnect()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "certificate was refused" in errors[0] and "ca_file" in errors[0]
+    assert p.last_error and "unable to get local issuer certificate" in p.last_error
 
 
-def test_home_assistant_birth_resends_the_last_stats(pub) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_appliance_with_the_same_device_id_is_named(pub, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17.6: a cloned SD card keeps /etc/machine-id; the two kick each other off."""
     p, c = pub
+    previous_run = json.dumps({"nonce": "old", "host": "gw", "pid": 1})
+    with caplog.at_level(logging.ERROR):
+        c.accept()
+        c.receive("edgeemo/dev1/claim", previous_run.encode())  # retained, from our last run
+        assert _until(lambda: _announced(p))
+        ours = next(x[1] for x in c.published if x[0] == "edgeemo/dev1/claim")
+        c.receive("edgeemo/dev1/claim", ours.encode())  # our own claim comes back
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # a restart is no clash
+        c.drop()
+        c.accept()  # the twin connected meanwhile and claimed the id
+        for _ in range(3):
+            c.receive("edgeemo/dev1/claim", json.dumps({"nonce": "twin", "host": "gw", "pid": 7}).encode())
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "another edgeemo (host gw, pid 7)" in errors[0]
+    assert "machine-id" in errors[0] and "device.id" in errors[0]
+
+
+def test_home_assistant_birth_resends_the_last_stats(pub, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    p, c = pub
+    monkeypatch.setattr(publisher_module, "REDISCOVER_MIN_S", 0.0)
     c.accept()
+    assert _until(lambda: _announced(p))
     p.stats({"rss_mb": 80.0})
     c.published.clear()
     c.receive("homeassistant/status", b"online")
-    assert ("edgeemo/dev1/stats", json.dumps({"rss_mb": 80.0}), 0, False) in c.published
+    assert _until(lambda: ("edgeemo/dev1/stats", json.dumps({"rss_mb": 80.0}), 0, False) in c.published)
 
 
 def test_stale_discovery_is_removed_with_empty_retained_configs(tmp_path: Path) -> None:
@@ -354,6 +470,7 @@ def test_publisher_sends_removals_as_empty_retained_payloads(
     p.start()
     try:
         c.accept()
-        assert (gone, "", 1, True) in c.published
+        p._wake.set()
+        assert _until(lambda: (gone, "", 1, True) in c.published)
     finally:
         p.stop(timeout=0.1)

@@ -85,7 +85,8 @@ class Detector(FaceDetector):
             bbox = outs[self._index[f"bbox_{s}"]].reshape(-1, 4)[keep]
             cx = (keep % cols + bbox[:, 0]) * s
             cy = (keep // cols + bbox[:, 1]) * s
-            bw, bh = np.exp(bbox[:, 2]) * s, np.exp(bbox[:, 3]) * s
+            sizes = np.exp(np.clip(bbox[:, 2:4], -10.0, 10.0)) * s  # noise can ask for e^100
+            bw, bh = sizes[:, 0], sizes[:, 1]
             boxes.append(np.stack([cx - bw / 2, cy - bh / 2, bw, bh], axis=1))
             scores.append(score[keep])
         if not boxes:

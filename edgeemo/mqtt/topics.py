@@ -14,6 +14,11 @@ class Topics:
         return f"{self.prefix}/availability"
 
     @property
+    def claim(self) -> str:
+        """Retained: which running process uses this device id (finds cloned appliances)."""
+        return f"{self.prefix}/claim"
+
+    @property
     def stats(self) -> str:
         return f"{self.prefix}/stats"
 

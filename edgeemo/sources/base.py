@@ -34,7 +34,7 @@ MAX_PIXELS = 8192 * 8192  # larger than any camera; beyond this a frame is treat
 @dataclass
 class Frame:
     camera: str
-    ts: float
+    ts: float  # time.monotonic() when read (tracking must not follow wall-clock steps)
     image: np.ndarray
     index: int
 
@@ -247,6 +247,6 @@ class CameraReader(threading.Thread):
                 continue  # above the detection fps cap
             # Keep the cadence while on time; after a stall, restart it from now.
             next_due = next_due + self.interval if next_due + self.interval > now else now + self.interval
-            self.queue.put(Frame(self.camera, time.time(), img, self._index))
+            self.queue.put(Frame(self.camera, time.monotonic(), img, self._index))  # not wall: NTP steps
             self._index += 1
         return False

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
-from edgeemo.config import redact_url
+from edgeemo.config import redact_url, strip_credentials
 from edgeemo.credentials import expand
 from edgeemo.sources.base import Source, SourceError
 
@@ -36,7 +36,7 @@ def from_config(cam: CameraConfig) -> RTSPSource:
 
 
 def default_name(source: str) -> str:
-    p = urlsplit(source)
+    p = urlsplit(strip_credentials(source))  # a raw password may hold / or #: never in a name
     return f"{p.hostname or 'camera'}{p.path}"
 
 
@@ -63,7 +63,11 @@ class RTSPSource(Source):
         if not cap.isOpened():
             cap.release()
             # OpenCV only says it failed; ask the camera ourselves why.
-            raise SourceError(f"cannot open {self.describe()}: {diagnose(self.url, self.timeout_ms / 1000)}")
+            try:
+                why = diagnose(self.url, self.timeout_ms / 1000)
+            except Exception:  # a diagnosis must never take the camera's reader down
+                why = "no stream; check the URL (path, credentials) and that the camera is reachable"
+            raise SourceError(f"cannot open {self.describe()}: {why}")
         self._cap = cap
 
     def read(self) -> np.ndarray | None:
@@ -85,7 +89,11 @@ class RTSPSource(Source):
 def diagnose(url: str, timeout_s: float) -> str:
     """The reason an RTSP stream does not open, in an operator's words: name resolution,
     refused or unanswered connection, credentials (401) or path (404). Never shows the password."""
-    p = urlsplit(url)
+    # Credentials end at the last "@": a raw "#", "?", "/" or "@" in a password would make
+    # urlsplit read part of it as the host, port or fragment.
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    p = urlsplit(f"{scheme}{sep}{hostpart}")
     if p.scheme.lower() != "rtsp" or not p.hostname:
         return (
             f"no stream within {timeout_s:.0f} s; check the URL (path, credentials) and that the "
@@ -110,8 +118,8 @@ def diagnose(url: str, timeout_s: float) -> str:
         return f"cannot reach {host}:{port}: {e.strerror or e}"
     # The request URI without credentials; they go in an Authorization header.
     uri = p._replace(netloc=f"{host}:{port}" if p.port else host).geturl()
-    user = unquote(p.username) if p.username is not None else None
-    password = unquote(p.password or "")
+    user = unquote(userinfo.partition(":")[0]) if at else None
+    password = unquote(userinfo.partition(":")[2]) if at else ""
     try:
         with sock:
             status, headers = _describe(sock, uri, 1, None)
