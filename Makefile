@@ -35,9 +35,11 @@ CAN_BUILD_SYSTEMD_PYTHON = pkg-config --exists libsystemd 2>/dev/null && command
 	$(PY) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))'
 
 # System packages first (python3.X-venv, and what systemd-python builds with), then the venv
-# (made again when it has no pip), then the package with its dev extra.
+# (made again when it has no pip), then the package with its dev extra. `make test` and
+# `make demo` have just installed a superset of those packages (system-deps, demo-deps).
+test demo: SYSDEPS_DONE = 1
 $(STAMP): pyproject.toml
-	PYTHON=$(PYTHON) ./scripts/install-system-deps.sh venv
+	$(if $(SYSDEPS_DONE),,PYTHON=$(PYTHON) ./scripts/install-system-deps.sh venv)
 	./scripts/ensure-venv.sh $(PYTHON) $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@if $(CAN_BUILD_SYSTEMD_PYTHON); then extras=dev,pi; else extras=dev; \
