@@ -15,10 +15,15 @@ python=${PYTHON:-python3}
 pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 # python3.X-venv, not python3-venv: it must match the Python that makes the venv, which is
-# what `python3 -m venv`'s own error message asks for too.
-venv_pkgs=("python$pyver-venv")
+# what `python3 -m venv`'s own error message asks for too. A Python not from apt (pyenv, a
+# build in /usr/local) has its own ensurepip and headers.
+if [ "$("$python" -c 'import sys; print(sys.base_prefix)')" = /usr ]; then
+  venv_pkgs=("python$pyver-venv") py_dev=("python$pyver-dev")
+else
+  venv_pkgs=() py_dev=()
+fi
 # systemd-python (sd_notify through libsystemd) builds from source in the venv.
-build_pkgs=("python$pyver-dev" gcc pkg-config libsystemd-dev)
+build_pkgs=("${py_dev[@]}" gcc pkg-config libsystemd-dev)
 pkgs=("${venv_pkgs[@]}" "${build_pkgs[@]}")
 case "$profile" in
   venv) ;;
