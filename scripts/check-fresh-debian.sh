@@ -16,7 +16,7 @@
 #          then `make test` passes (the whole suite), skipping what needs the missing parts and
 #          saying so, without systemd-python, and `make demo` runs on the amqtt broker.
 #
-# Needs root (debootstrap, nspawn). ~10 min on the 2-core dev VM, 2 less once the root is cached.
+# Needs root (debootstrap, nspawn). ~6.5 min on the 2-core dev VM, 1 less once the root is cached.
 # Env: FRESH_SCENARIOS ("root user"), FRESH_DEMO_SECONDS (30), FRESH_PYTEST_ARGS and
 # FRESH_USER_PYTEST_ARGS (PYTEST_ARGS of each make test), FRESH_SUITE (bookworm), FRESH_MIRROR,
 # FRESH_CACHE (.cache/fresh-debian), FRESH_KEEP=1 keeps the roots for a look afterwards.
