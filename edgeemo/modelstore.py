@@ -302,7 +302,7 @@ def _install_from_url(m: Manifest, target: Path, local_dirs: list[Path]) -> str:
             else:
                 import urllib.request
 
-                with urllib.request.urlopen(m.source.url, timeout=60) as src:
+                with urllib.request.urlopen(m.source.url, timeout=20) as src:
                     shutil.copyfileobj(src, out)
                 origin = m.source.url
         except OSError as e:
