@@ -123,9 +123,23 @@ def test_dominant_emotion_entities_each_show_their_own_scores() -> None:
                     assert state == max(attrs, key=attrs.get), (uid, state, attrs)
 
 
+def test_a_refusing_state_disk_shows_as_a_problem_in_home_assistant() -> None:
+    msgs = dict(discovery_messages("homeassistant", TOPICS, "dev1", "Gateway", [], LABELS))
+    topic = "homeassistant/binary_sensor/edgeemo_dev1/event_storage/config"
+    payload = msgs[topic]
+    assert validate(topic, payload) == [] and payload["device_class"] == "problem"
+    ok = json.dumps({"outbox_error": None})
+    full = json.dumps({"outbox_error": "database or disk is full"})
+    assert ha_schema_render(payload["value_template"], ok) == "OFF"
+    assert ha_schema_render(payload["value_template"], full) == "ON"
+    assert json.loads(ha_schema_render(payload["json_attributes_template"], full)) == {
+        "error": "database or disk is full"
+    }
+
+
 def test_discovery_prefix_and_no_cameras() -> None:
     msgs = discovery_messages("ha", TOPICS, "dev1", "Gateway", [], LABELS)
-    assert msgs and all(t.startswith("ha/sensor/edgeemo_dev1/") for t, _ in msgs)
+    assert msgs and all(t.startswith("ha/") and "/edgeemo_dev1/" in t for t, _ in msgs)
 
 
 # --- the publisher against a fake paho client -------------------------------------------------

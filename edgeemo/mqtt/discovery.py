@@ -75,6 +75,25 @@ def discovery_messages(
             },
         )
 
+    # The state disk refusing writes (full, read-only): events still go out from memory while
+    # the broker is up, but a restart would lose them; HA shows it as a problem to fix.
+    add(
+        "binary_sensor",
+        "event_storage",
+        {
+            "name": "Event storage",
+            "device": appliance,
+            "state_topic": topics.stats,
+            "value_template": "{{ 'ON' if value_json.outbox_error else 'OFF' }}",
+            "json_attributes_topic": topics.stats,
+            "json_attributes_template": "{{ {'error': value_json.outbox_error} | tojson }}",
+            "device_class": "problem",
+            "entity_category": "diagnostic",
+            "icon": "mdi:database-alert",
+            "availability": [dev_avail],
+        },
+    )
+
     for cam in cameras:
         cam_device = {
             "identifiers": [f"{node}_{cam}"],
