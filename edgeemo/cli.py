@@ -164,6 +164,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     classifier = open_classifier(em, ecfg, inference)
     probs = ev.predict(classifier, images)
     report: dict[str, Any] = ev.scores(labels, probs.argmax(1))
+    report["calibration"] = ev.calibration(labels, probs)
     report |= {"model": em.manifest.name, "file": str(em.cpu_file), "labels_from": args.labels}
     report["ms_per_face"] = round(ev.ms_per_face(classifier, images), 3)
     if args.robustness:
@@ -182,6 +183,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(
             f"  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  "
             f"{report['ms_per_face']:.2f} ms per face"
+        )
+        cal = report["calibration"]
+        print(
+            f"  calibration: ECE {cal['ece']:.4f}, mean top score {cal['mean_confidence']:.3f}, "
+            f"highest {cal['max_confidence']:.3f}, scores add up to {cal['mean_score_sum']:.3f}"
         )
         for label, r in report["per_class_recall"].items():
             print(f"  recall {label:9} {r:.3f}")

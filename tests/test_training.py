@@ -58,6 +58,13 @@ def test_train_then_export_gives_an_integer_only_model(tmp_path: Path) -> None:
     )  # fmt: skip
     info = inspect_tflite(models / "edgeemo_fer_int8.tflite")
     assert info["float_tensors"] == 0 and info["non_edgetpu_ops"] == []
+    # The probabilities keep their whole range (softmax's int8 grid, 1/256 from -128): the
+    # calibrated range alone capped them at ~0.65.
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(str(models / "edgeemo_fer_int8.tflite"))
+    scale, zero = it.get_output_details()[0]["quantization"]
+    assert (scale, zero) == (1 / 256, -128)
     assert inspect_tflite(tmp_path / "float.tflite")["input"]["dtype"] == "float32"
 
 

@@ -7,6 +7,7 @@ so a number printed here is the number the appliance gets on such crops.
 from __future__ import annotations
 
 import csv
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from edgeemo.classifier import EmotionClassifier, square_crop
 from edgeemo.errors import EvalError
 from edgeemo.ferdata import FER2013_CLASSES, ferplus_majority
 
-__all__ = ["EvalError", "load_npz", "photos_end_to_end", "predict", "robustness", "scores"]
+__all__ = ["EvalError", "calibration", "load_npz", "photos_end_to_end", "predict", "robustness", "scores"]
 
 
 def load_npz(path: Path, labels_from: str) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +107,27 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         "macro_f1": round(float(f1[present].mean()) if present.any() else 0.0, 4),
         "per_class_recall": {c: round(float(r), 4) for c, r in zip(FER2013_CLASSES, recall, strict=True)},
         "confusion": conf.tolist(),
+    }
+
+
+def calibration(y_true: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict:
+    """How far the top score is from being a probability: expected calibration error (the
+    mean gap between confidence and accuracy over 10 equal-width confidence bins, weighted by
+    their size), the mean top score, and the mean sum of a face's scores (1.0 if they are
+    probabilities)."""
+    top = probs.max(axis=1)
+    right = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        inside = (top > lo) & (top <= hi)
+        if inside.any():
+            ece += inside.mean() * abs(float(right[inside].mean()) - float(top[inside].mean()))
+    return {
+        "ece": round(ece, 4),
+        "mean_confidence": round(float(top.mean()), 4),
+        "max_confidence": round(float(top.max()), 4),
+        "mean_score_sum": round(float(probs.sum(axis=1).mean()), 4),
     }
 
 

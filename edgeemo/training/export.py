@@ -18,6 +18,7 @@ import torch
 
 from edgeemo.ferdata import FER2013_CLASSES
 from edgeemo.training.net import Ensemble, load_trained
+from edgeemo.training.probrange import widen
 
 MODEL_NAME = "edgeemo_fer_int8"
 
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         part = Path(tmp) / target.name
         to_int8_tflite(a.float_out, images[np.sort(pick)], part)
+        widen(part)  # probabilities in [0, 1], not the calibration's range (issue 16, defect 2)
         shutil.move(part, target)  # never leave a half-written model in models/
     target.chmod(0o644)  # the quantizer writes 0755; a model is data
     if not a.no_catalog:
