@@ -395,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":
         setup_logging("WARNING")
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's last flush
+        return rc
     except EdgeemoError as e:
         print(f"edgeemo: {e.prefix}{e}", file=sys.stderr)
         return e.exit_code

@@ -125,7 +125,7 @@ def test_missing_model_and_unknown_backend(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="run `edgeemo models fetch`"):
         resolve("short_range", tmp_path, "face_detection")
     # Our own model has no download: outside a checkout, fetch cannot install it.
-    with pytest.raises(ModelError, match="copy edgeemo_fer_int8.tflite from a release checkout"):
+    with pytest.raises(ModelError, match=r"copy edgeemo_fer_int8\.tflite from a release checkout"):
         resolve("edgeemo_fer_int8", tmp_path, "emotion")
     with pytest.raises(ModelError, match="manifest beside it"):
         resolve(str(tmp_path / "mine.tflite"), tmp_path, "emotion")
