@@ -42,10 +42,6 @@ class DetectorModels:
     small: ResolvedModel | None = None
     small_missing: str | None = None  # auto without its small-face model: why (said at open)
 
-    @property
-    def manifest(self):  # type: ignore[no-untyped-def]
-        return self.near.manifest
-
 
 def resolve_detector(dcfg: DetectorConfig, models_dir: Path) -> DetectorModels:
     overrides = {"edgetpu": dcfg.edgetpu_model}
@@ -91,7 +87,10 @@ def open_classifier(
 ) -> EmotionClassifier:
     """The one place an emotion classifier is made."""
     return EmotionClassifier(
-        open_model(model, inference, f"{what} emotion model".strip()), model.manifest, cfg.crop_margin
+        open_model(model, inference, f"{what} emotion model".strip()),
+        model.manifest,
+        cfg.crop_margin,
+        cfg.min_face_px,
     )
 
 
@@ -131,13 +130,12 @@ class FaceModels:
     def labels(self) -> list[str]:
         return self.classifier.labels
 
-    def analyse_image(self, image: np.ndarray, min_emotion_px: int | None = None) -> list[dict]:
+    def analyse_image(self, image: np.ndarray) -> list[dict]:
         """One still image: each face found, with its box, score, emotion and scores; a face
-        narrower than ``min_emotion_px`` (default: the config's) is listed with emotion None."""
+        narrower than the classifier's ``min_face_px`` is listed with emotion None."""
         image = as_bgr(image)
-        least = EmotionConfig().min_face_px if min_emotion_px is None else min_emotion_px
         dets = self.detector.detect(image)
-        readable = [d for d in dets if d.size >= least]
+        readable = [d for d in dets if d.size >= self.classifier.min_face_px]
         read = self.classifier.classify(image, [d.box for d in readable])
         probs = {id(d): p for d, p in zip(readable, read, strict=True)}
         out = []
@@ -186,7 +184,6 @@ class FrameAnalyzer:
         self.tracker = IoUTracker(cfg.tracker)
         self.aggregator = CameraAggregator(camera, models.labels, cfg.aggregator)
         self.gate = MotionGate(cfg.motion) if cfg.motion.enabled else None
-        self.min_emotion_px = cfg.emotion.min_face_px
         self.full_frame_every_s = cfg.detector_for(_camera_cfg(cfg, camera)).full_frame_every_s
         self._last_full_scan = float("-inf")
         self.skipped = 0  # frames not analysed (motion gate or steady faces)
@@ -228,10 +225,12 @@ class FrameAnalyzer:
             return Analysis(self.aggregator.observe(ts, held, ended), False, boxes)
         self._since_analysis = 0
         t0 = time.perf_counter()
-        dets = self.models.detector.detect(image, self._regions(image, ts))
+        detector = self.models.detector
+        dets = detector.detect(image, self._regions(image, ts) if detector.uses_regions else None)
         t1 = time.perf_counter()
         matched, ended = self.tracker.match(ts, dets)
-        readable = [(t, i) for t, i in matched if dets[i].size >= self.min_emotion_px]
+        least = self.models.classifier.min_face_px
+        readable = [(t, i) for t, i in matched if dets[i].size >= least]
         probs = self.models.classifier.classify(image, [dets[i].box for _, i in readable])
         t2 = time.perf_counter()
         obs = [Observation(t, probs[k], dets[i].score, dets[i].size) for k, (t, i) in enumerate(readable)]

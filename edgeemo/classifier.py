@@ -26,7 +26,7 @@ def square_crop(frame: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray
 
 
 class EmotionClassifier:
-    def __init__(self, model: Model, manifest: Manifest, margin: float = 0.1) -> None:
+    def __init__(self, model: Model, manifest: Manifest, margin: float = 0.1, min_face_px: int = 1) -> None:
         if not manifest.labels:
             raise ModelError(f"manifest {manifest.name!r} names no labels")
         n_out = model.outputs[0].shape[-1]
@@ -39,6 +39,7 @@ class EmotionClassifier:
         self.manifest = manifest
         self.labels = list(manifest.labels)
         self.margin = margin
+        self.min_face_px = min_face_px  # narrower faces are not read (emotion.min_face_px)
 
     def preprocess(self, crop_bgr_or_gray: np.ndarray) -> np.ndarray:
         """One crop → the model's normalised float input (H, W, C). Shared with evaluation."""

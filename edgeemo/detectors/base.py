@@ -33,6 +33,8 @@ class Detection:
 class FaceDetector(ABC):
     """Finds faces in a BGR frame; ``cfg`` holds the thresholds and limits every decoder honours."""
 
+    uses_regions = False  # True: ``detect`` reads ``regions`` (the analyzer computes them only then)
+
     def __init__(self, model: Model, manifest: Manifest, cfg: DetectorConfig) -> None:
         self.model = model
         self.manifest = manifest

@@ -19,6 +19,8 @@ VERIFY_CONTEXT = 2.0  # the confirming crop is this many times the candidate's s
 
 
 class MultiScaleDetector(FaceDetector):
+    uses_regions = True
+
     def __init__(self, near: FaceDetector, small: FaceDetector | None, cfg: DetectorConfig) -> None:
         # No model of its own: it composes two detectors (their models are near.model, small.model).
         self.near, self.small, self.cfg = near, small, cfg

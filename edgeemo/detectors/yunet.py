@@ -23,6 +23,8 @@ DEFAULT_THRESHOLD = 0.85  # measured: 0.6 gives ~1.5 false faces per 1080p frame
 
 
 class Detector(FaceDetector):
+    uses_regions = True
+
     def __init__(self, model: Model, manifest: Manifest, cfg: DetectorConfig) -> None:
         names = {o.name for o in model.outputs}
         missing = [f"{k}_{s}" for k in ("cls", "obj", "bbox") for s in STRIDES if f"{k}_{s}" not in names]
