@@ -23,6 +23,7 @@ CFG = Config.model_validate({"cameras": [{"name": "cam", "source": "x.mp4"}]})
 
 class BrokenDetector:
     uses_regions = False
+
     def detect(self, frame: np.ndarray, regions: list | None = None) -> list:
         raise RuntimeError("model exploded")
 
