@@ -4,7 +4,8 @@ The student learns the teacher's probabilities on the very view it sees ("consis
 teaching"): labelling only the clean image would tell it the teacher's answer for a face that
 the augmentation has since tilted, darkened or half-covered. Running the teacher on every
 training step would cost more than the student's own step on this CPU, so the views are drawn
-once, up front, and the student samples among them.
+once, up front, and the student samples among them. On a GPU the same holds for a VGG-class
+teacher (its forward pass is ten times the student's step), and the bank sits in device memory.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class ViewBank:
 
     def batch(self, idx: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One random view per image: float images in [0, 1] and the teacher's probabilities."""
-        v = torch.randint(0, self.views.shape[0], (len(idx),), generator=g)
+        v = torch.randint(0, self.views.shape[0], (len(idx),), generator=g, device=idx.device)
         return self.views[v, idx].float().div_(255), self.probs[v, idx]
 
 
@@ -36,8 +37,8 @@ def build_view_bank(
     """images: float (N, 1, 48, 48) in [0, 1]. View 0 is the clean image; the rest augmented."""
     teacher.eval()
     n = len(images)
-    views = torch.empty((n_views, *images.shape), dtype=torch.uint8)
-    probs = torch.empty((n_views, n, 7), dtype=torch.float32)
+    views = torch.empty((n_views, *images.shape), dtype=torch.uint8, device=images.device)
+    probs = torch.empty((n_views, n, 7), dtype=torch.float32, device=images.device)
     for v in range(n_views):
         for i in range(0, n, batch):
             x = images[i : i + batch].clone()
@@ -57,7 +58,7 @@ def teacher_probs(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous(memory_format=torch.channels_last)
     out = []
     for net in nets:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
             logits = net(x)
         out.append(F.softmax(logits.float(), dim=1))
     return torch.stack(out).mean(dim=0)

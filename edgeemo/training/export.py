@@ -179,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         widen(part)  # probabilities in [0, 1], not the calibration's range (issue 16, defect 2)
         shutil.move(part, target)  # never leave a half-written model in models/
     target.chmod(0o644)  # the quantizer writes 0755; a model is data
-    if not a.no_catalog:
+    if a.no_catalog:
+        # A trial export: its manifest beside it, so `edgeemo eval --model <file>` measures it.
+        target.with_suffix(".json").write_text(
+            json.dumps(manifest(target, {}) | {"description": "trial export"}, indent=2) + "\n"
+        )
+    else:
         write_catalog(target, {"note": "not measured yet: run `edgeemo eval`"})
     print(json.dumps({"float": str(a.float_out), "int8": str(target), "bytes": target.stat().st_size}))
     return 0
