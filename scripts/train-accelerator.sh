@@ -123,23 +123,35 @@ run_parallel() {  # phase name, then one "dir|args" per process
     return $failed
 }
 
-# 2. Teachers.
+# 2. Teachers, or TEACHERS="a.pt b.pt": teachers trained before, packed with
+#    `python -m edgeemo.training.pack pack-teacher` (distil again without training them again).
 budget() { [[ $BUDGET_S == 0 ]] && echo 0 || echo "$1"; }
-T_BUDGET=$(budget "$(awk -v b="$BUDGET_S" -v s="${TEACHER_SHARE:-0}" 'BEGIN { printf "%d", b * s }')")
-specs=()
-for seed in $TEACHER_SEEDS; do
-    specs+=("t$seed|--arch vgg --seed $seed --time-budget $T_BUDGET ${TEACHER_EXTRA[*]} $EXTRA_ARGS")
-done
-say "teachers (seeds $TEACHER_SEEDS) start, ${T_BUDGET}s each"
-teachers_ok=1
-run_parallel teacher "${specs[@]}" || teachers_ok=0
-save
+if [[ -n ${TEACHERS:-} ]]; then
+    TEACHER_SEEDS=""
+    i=0
+    for t in $TEACHERS; do
+        i=$((i + 1))
+        "$PY" -m edgeemo.training.pack unpack-teacher "$t" "$WORK/t$i/model.pt"
+        TEACHER_SEEDS+="$i "
+    done
+    say "teachers unpacked from $TEACHERS"
+else
+    T_BUDGET=$(budget "$(awk -v b="$BUDGET_S" -v s="${TEACHER_SHARE:-0}" 'BEGIN { printf "%d", b * s }')")
+    specs=()
+    for seed in $TEACHER_SEEDS; do
+        specs+=("t$seed|--arch vgg --seed $seed --time-budget $T_BUDGET ${TEACHER_EXTRA[*]} $EXTRA_ARGS")
+    done
+    say "teachers (seeds $TEACHER_SEEDS) start, ${T_BUDGET}s each"
+    teachers_ok=1
+    run_parallel teacher "${specs[@]}" || teachers_ok=0
+    save
+fi
 teacher_args=()
 for seed in $TEACHER_SEEDS; do
     [[ -f "$WORK/t$seed/model.pt" ]] && teacher_args+=(--teacher "$WORK/t$seed/model.pt")
 done
 [[ ${#teacher_args[@]} -gt 0 ]] || { echo "accel: no teacher finished; nothing to distil" >&2; exit 1; }
-[[ $teachers_ok == 1 ]] || say "going on with the teachers that finished: ${teacher_args[*]}"
+[[ ${teachers_ok:-1} == 1 ]] || say "going on with the teachers that finished: ${teacher_args[*]}"
 
 # 3. Students: what is left, less 30 s to pack and hand back.
 S_BUDGET=$(budget $((BUDGET_S - $(elapsed) - 30)))
