@@ -122,3 +122,78 @@ def test_ferplus_targets_mix_votes_and_labels() -> None:
     assert ok.tolist() == [True, False, True]
     assert dist[0, 3] == 1.0 and dist[2, 6] == dist[2, 4] == 0.5  # happiness → happy; neutral/sad split
     assert ferplus_majority(votes).tolist() == [3, -1, 6]
+
+
+def test_accelerator_recipe_dry_run_brings_back_every_step(tmp_path: Path) -> None:
+    """scripts/train-accelerator.sh --dry-run: the lease run's steps on the CPU, tiny, then the
+    export and `edgeemo eval` the real run gets here; the shipped model is never touched."""
+    py = _train_python()
+    data = shared_path("data", "fer2013")
+    shipped = (ROOT / "models" / "edgeemo_fer_int8.tflite").read_bytes()
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = os.environ | {
+        "TRAIN_PY": str(py), "ACCEL_OUT": str(out), "ACCEL_WORK": str(work), "FER2013_DIR": str(data),
+        "EDGEEMO": str(ROOT / ".venv" / "bin" / "edgeemo"),
+    }  # fmt: skip
+    r = subprocess.run(
+        ["bash", "scripts/train-accelerator.sh", "--dry-run"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "teachers (seeds 1 2) start" in r.stdout and "dry run done" in r.stdout
+    # What a lease brings back: the split tar holds both teachers' and students' checkpoints.
+    parts = sorted(out.glob("run.tar.part-*"))
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    listing = subprocess.run(
+        f"cat {' '.join(map(str, parts))} | tar -tf -", shell=True, capture_output=True, text=True, check=True
+    ).stdout
+    for name in ("t1/model.pt", "t2/model.pt", "m1/model.pt", "m2/model.pt", "m1/curve.json", "t1.log"):
+        assert f"./{name}" in listing.split()
+    assert json.loads((work / "t1" / "curve.json").read_text())[0]["epoch"] == 1
+    assert inspect_tflite(out / "models" / "edgeemo_fer_int8.tflite")["float_tensors"] == 0
+    report = json.loads((out / "eval_fer2013.json").read_text())
+    assert 0 <= report["accuracy"] <= 1 and report["ms_per_face"] > 0
+    assert (ROOT / "models" / "edgeemo_fer_int8.tflite").read_bytes() == shipped
+
+
+def test_time_budget_sizes_the_epochs_and_stops_in_time() -> None:
+    py = _train_python()
+    code = """
+import time
+from edgeemo.training.train import EpochPlan
+p = EpochPlan(400, budget_s=100, started=time.monotonic() - 30)  # 30 s spent before epoch 1 ended
+p.after_epoch(1, 6.0)   # ~70 s left, 6 s an epoch: 90% of it holds 10 more
+a = p.total
+p.after_epoch(2, 14.0)  # slower now (a neighbour started): re-sized down
+b = p.total
+p.after_epoch(3, 1.0)   # not a re-sizing point: the schedule stays
+c = p.total
+fixed = EpochPlan(50, budget_s=0, started=0.0)
+fixed.after_epoch(1, 1e6)
+late = EpochPlan(400, budget_s=10, started=time.monotonic() - 11)
+print(a, b, c, fixed.total, fixed.out_of_time(), late.out_of_time())
+"""
+    r = subprocess.run([str(py), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["11", "6", "6", "50", "False", "True"]
+
+
+def test_packed_teacher_comes_back_within_int8_rounding(tmp_path: Path) -> None:
+    py = _train_python()
+    code = f"""
+import torch
+from pathlib import Path
+from edgeemo.training.net import VGGTeacher, load_trained
+from edgeemo.training.pack import pack_teacher, unpack_teacher
+torch.manual_seed(0)
+net = VGGTeacher().eval()
+src, packed, back = Path("{tmp_path}/t.pt"), Path("{tmp_path}/t.int8.pt"), Path("{tmp_path}/t.back.pt")
+torch.save({{"state_dict": net.state_dict(), "args": {{"arch": "vgg"}}, "epoch": 3}}, src)
+pack_teacher(src, packed)
+unpack_teacher(packed, back)
+x = torch.rand(16, 1, 48, 48)
+with torch.no_grad():
+    a, b = torch.softmax(net(x), 1), load_trained([back])(x)
+print(packed.stat().st_size < 0.3 * src.stat().st_size, float((a - b).abs().max()) < 0.02)
+"""
+    r = subprocess.run([str(py), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["True", "True"]
