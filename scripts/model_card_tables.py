@@ -63,7 +63,7 @@ def main() -> int:
     rows |= {cond: [fer[m]["robustness"][cond] for m in MODELS] for cond in fer[MODELS[0]]["robustness"]}
     for cond, cells in rows.items():
         print(f"| {cond} | " + " | ".join(f"{pct(r['accuracy'])} / {r['macro_f1']:.3f}" for r in cells), "|")
-    print("\n#### End to end on muxspace (short-range BlazeFace + classifier)\n")
+    print("\n#### End to end on muxspace (the default `auto` detector + classifier)\n")
     print("| model | photos | faces found | accuracy on found | macro-F1 on found | end to end |")
     print("|---|---|---|---|---|---|")
     for m in MODELS:
