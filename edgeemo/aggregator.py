@@ -47,6 +47,7 @@ class CameraAggregator:
     _moods: dict[int, _Mood] = field(default_factory=dict)
     # Confirmed faces too small to read, never yet read: in view, but no event until readable.
     _unreadable: dict[int, float] = field(default_factory=dict)
+    _zones: dict[int, tuple[str, ...]] = field(default_factory=dict)  # track id → its zones
     _window: deque = field(default_factory=deque)
     _last_key: tuple | None = None
     _faces: int = 0
@@ -69,6 +70,7 @@ class CameraAggregator:
             "scores": {label: round(float(p), 3) for label, p in zip(self.labels, mood.ema, strict=True)},
             "duration": round(ts - t.first_seen, 2),
             "box": [round(float(v)) for v in t.box],
+            "zones": list(t.zones),
             "ts": round(ts, 3),
             **extra,
         }
@@ -77,6 +79,7 @@ class CameraAggregator:
         """One frame's observations and the tracks that ended with it → the events it causes."""
         events: list[dict] = []
         for ob in seen:
+            self._zones[ob.track.id] = ob.track.zones
             if ob.probs is None:
                 if ob.track.id not in self._moods and ob.track.confirmed:
                     self._unreadable[ob.track.id] = ts
@@ -120,6 +123,7 @@ class CameraAggregator:
                 )
         for t in ended:
             self._unreadable.pop(t.id, None)
+            self._zones.pop(t.id, None)
             mood = self._moods.pop(t.id, None)
             if mood is None or mood.emotion is None:
                 continue  # never announced: a flicker, not a visitor
@@ -160,6 +164,7 @@ class CameraAggregator:
             "camera": self.camera,
             "faces": self._faces,
             "unreadable_faces": len(self._unreadable),  # in view, too small to read
+            "zones": self._zone_counts(),
             "dominant_emotion": self._dominant,
             "emotions": scores(now),
             "window_dominant_emotion": self._window_dominant(),
@@ -167,6 +172,15 @@ class CameraAggregator:
             "window_s": self.cfg.window_s,
             "ts": round(ts, 3),
         }
+
+    def _zone_counts(self) -> dict[str, int]:
+        """Faces in view per zone (announced or too small to read), zones with none left out."""
+        counts: dict[str, int] = {}
+        in_view = {tid for tid, m in self._moods.items() if m.emotion is not None} | set(self._unreadable)
+        for tid in in_view:
+            for zone in self._zones.get(tid, ()):
+                counts[zone] = counts.get(zone, 0) + 1
+        return dict(sorted(counts.items()))
 
     def _window_dominant(self) -> str:
         window = self._window_dist()

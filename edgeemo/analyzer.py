@@ -24,8 +24,9 @@ from edgeemo.detectors import Detection, FaceDetector, make_detector
 from edgeemo.detectors.multiscale import SMALL_THRESHOLD, MultiScaleDetector
 from edgeemo.errors import ModelError
 from edgeemo.modelstore import ResolvedModel, open_model, resolve
-from edgeemo.motion import MotionGate
+from edgeemo.motion import THUMB, MotionGate
 from edgeemo.tracker import IoUTracker
+from edgeemo.zones import CameraZones
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,9 @@ class FrameAnalyzer:
         self.tracker = IoUTracker(cfg.tracker)
         self.aggregator = CameraAggregator(camera, models.labels, cfg.aggregator)
         self.gate = MotionGate(cfg.motion) if cfg.motion.enabled else None
+        cam = _camera_cfg(cfg, camera)
+        self.zones = CameraZones(camera, cam.masks, cam.zones)
+        self.masked = 0  # faces found inside a mask and dropped
         self.full_frame_every_s = cfg.detector_for(_camera_cfg(cfg, camera)).full_frame_every_s
         self._last_full_scan = float("-inf")
         self.skipped = 0  # frames not analysed (motion gate or steady faces)
@@ -206,6 +210,11 @@ class FrameAnalyzer:
 
     def process(self, image: np.ndarray, ts: float) -> Analysis:
         image = as_bgr(image)
+        if not self.zones.empty:
+            h, w = image.shape[:2]
+            self.zones.frame_size(w, h)
+            if self.gate is not None:
+                self.gate.ignore = self.zones.motion_ignore((w, h), THUMB)
         tracks = self.tracker.tracks
         steady_skip = self._since_analysis + 1 < self.tracker.cfg.steady_every and self.tracker.all_steady()
         if steady_skip or (
@@ -228,7 +237,14 @@ class FrameAnalyzer:
         detector = self.models.detector
         dets = detector.detect(image, self._regions(image, ts) if detector.uses_regions else None)
         t1 = time.perf_counter()
+        if not self.zones.empty:
+            kept = [d for d in dets if not self.zones.masked(d.box)]
+            self.masked += len(dets) - len(kept)
+            dets = kept
         matched, ended = self.tracker.match(ts, dets)
+        if not self.zones.empty:
+            for t, _ in matched:
+                t.zones = self.zones.zones_of(t.box)
         least = self.models.classifier.min_face_px
         readable = [(t, i) for t, i in matched if dets[i].size >= least]
         probs = self.models.classifier.classify(image, [dets[i].box for _, i in readable])

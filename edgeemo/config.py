@@ -12,7 +12,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgeemo.backends import BACKENDS
 from edgeemo.errors import ConfigError
@@ -142,6 +150,22 @@ class AggregatorConfig(_Strict):
     window_s: float = Field(10.0, gt=0, description="per-camera distribution window")
 
 
+def _check_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(points) < 3:
+        raise ValueError(f"a polygon needs at least 3 points [x, y], got {len(points)}")
+    if any(x < 0 or y < 0 for x, y in points):
+        raise ValueError("polygon points are frame pixels from the top-left corner: no negative x or y")
+    area = 0.5 * abs(
+        sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1], strict=True))
+    )
+    if area < 1:
+        raise ValueError("the polygon encloses no area (its points lie on one line)")
+    return points
+
+
+Polygon = Annotated[list[tuple[float, float]], AfterValidator(_check_polygon)]
+
+
 class CameraConfig(_Strict):
     name: str = Field(pattern=NAME_RE)
     source: str = Field(description="rtsp://…, a video/image file, /dev/videoN or picamera2")
@@ -153,6 +177,14 @@ class CameraConfig(_Strict):
     height: int | None = Field(None, ge=16)
     offline_after_s: float = Field(10.0, gt=0, description="no frame this long: offline")
     detector: DetectorConfig | None = Field(None, description="per-camera detector override")
+    masks: list[Polygon] = Field(
+        default_factory=list,
+        description="polygons [[x, y], ...] in frame pixels: faces there are never analysed or "
+        "counted, motion there is ignored (a TV, a neighbour's window)",
+    )
+    zones: dict[Annotated[str, Field(pattern=NAME_RE)], Polygon] = Field(
+        default_factory=dict, description="name → polygon: events and states say which zones a face is in"
+    )
 
     @field_validator("source")
     @classmethod

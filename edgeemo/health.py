@@ -124,6 +124,7 @@ class Health:
                     "bad_frames": c.reader.bad_frames,
                     "errors": c.loop.health.errors,
                     "skipped_frames": c.loop.health.skipped,
+                    "masked_faces": c.loop.analyzer.masked,  # found inside a mask, dropped
                 }
                 for c in self.cameras
             },

@@ -50,9 +50,19 @@ class MotionGate:
         self._missed_present = False  # the last analysis missed a face that still looks there
         self._analysed_at = float("-inf")
         self.skipped = 0
+        self.ignore: np.ndarray | None = None  # thumbnail pixels whose change never counts (masks)
 
     def _changed(self, a: np.ndarray, b: np.ndarray, share: float) -> bool:
         return float((cv2.absdiff(a, b) > self.cfg.threshold).mean()) >= share
+
+    def _thumb_diff(self, image: np.ndarray) -> np.ndarray:
+        """Where this frame's thumbnail differs from the last analysed one, masks left out."""
+        if self._thumb is None:
+            self._thumb = _grey(shrink(self._frame, *THUMB))
+        diff = cv2.absdiff(_grey(shrink(image, *THUMB)), self._thumb) > self.cfg.threshold
+        if self.ignore is not None and self.ignore.shape == diff.shape:
+            diff &= ~self.ignore
+        return diff
 
     def unchanged(self, image: np.ndarray, ts: float, faces: dict[int, np.ndarray] | None = None) -> bool:
         """True if this frame may be skipped. ``faces``: the tracked faces, id → box.
@@ -69,9 +79,7 @@ class MotionGate:
             patch = face_patch(image, box)
             if patch is None or self._changed(patch, self._faces[tid], self.cfg.min_face_area):
                 return False
-        if self._thumb is None:
-            self._thumb = _grey(shrink(self._frame, *THUMB))
-        if self._changed(_grey(shrink(image, *THUMB)), self._thumb, self.cfg.min_area):
+        if float(self._thumb_diff(image).mean()) >= self.cfg.min_area:
             return False
         self.skipped += 1
         return True
@@ -81,9 +89,7 @@ class MotionGate:
         one, found on the thumbnails and grown by a cell each way: where a new face may be."""
         if self._frame is None:
             return []
-        if self._thumb is None:
-            self._thumb = _grey(shrink(self._frame, *THUMB))
-        mask = (cv2.absdiff(_grey(shrink(image, *THUMB)), self._thumb) > self.cfg.threshold).astype(np.uint8)
+        mask = self._thumb_diff(image).astype(np.uint8)
         if not mask.any():
             return []
         n, _labels, stats, _c = cv2.connectedComponentsWithStats(cv2.dilate(mask, np.ones((3, 3), np.uint8)))

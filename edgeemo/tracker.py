@@ -20,6 +20,7 @@ class Track:
     confirmed: bool = False
     steady: bool = False  # moved little since its previous detection
     small: bool = False  # last found by the small-face detector (see Detection.small)
+    zones: tuple[str, ...] = ()  # the camera's zones its centre was last in
 
 
 STEADY_IOU = 0.7  # a face whose box overlaps its previous one this much has hardly moved
