@@ -93,13 +93,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from edgeemo import preflight
-    from edgeemo.config import load_config
+    from edgeemo.config import CameraConfig, load_config
     from edgeemo.modelstore import default_models_dir
 
     cfg = load_config(Path(args.file))
     models_dir = Path(args.models_dir) if args.models_dir else cfg.models_dir or default_models_dir()
     checked = preflight.check(cfg, models_dir, secrets=not args.no_secrets)
-    cams = ", ".join(f"{c.name} ({c.kind})" for c in cfg.cameras)
+
+    def described(c: CameraConfig) -> str:
+        parts = [c.kind]
+        for what, items in (("mask", c.masks), ("zone", c.zones)):
+            if items:
+                parts.append(f"{len(items)} {what}{'' if len(items) == 1 else 's'}")
+        return f"{c.name} ({', '.join(parts)})"
+
+    cams = ", ".join(described(c) for c in cfg.cameras)
     print(f"{args.file}: ok — {len(cfg.cameras)} camera(s): {cams}; models in {models_dir}")
     if checked.unchecked_secrets:
         named = ", ".join(f"${{{n}}} ({where})" for n, where in checked.unchecked_secrets.items())

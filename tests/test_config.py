@@ -57,7 +57,7 @@ def test_example_config_is_valid_and_documents_every_option() -> None:
     assert r.returncode == EXIT_CONFIG and "${FRONT_DOOR_PASSWORD} is not set" in r.stderr
     r = run_cli("check-config", "--no-secrets", str(EXAMPLE))
     assert r.returncode == 0, r.stderr
-    assert "4 camera(s)" in r.stdout
+    assert "4 camera(s)" in r.stdout and "front_door (rtsp, 1 mask, 1 zone)" in r.stdout
     assert "NOT checked (--no-secrets)" in r.stdout and "${FRONT_DOOR_PASSWORD}" in r.stdout
 
 
