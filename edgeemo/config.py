@@ -286,6 +286,10 @@ def _loc(loc: tuple[Any, ...], data: Any) -> str:
                 if isinstance(node, list) and part < len(node) and isinstance(node[part], dict)
                 else None
             )
+            if not isinstance(name, str):  # a hostile name: a list, a mapping
+                name = None
+            elif len(name) > 64:  # longer than any valid name: a pasted blob must not drown the line
+                name = f"{name[:20]}…"
             out[-1] = f"{out[-1]}[{part}]" + (f"({name})" if name else "") if out else f"[{part}]"
         else:
             out.append(str(part))
