@@ -278,3 +278,46 @@ def test_gpu_provider_that_does_not_start_counts_as_missing(
     assert any("CUDAExecutionProvider did not start" in r.message for r in caplog.records)
     with pytest.raises(AcceleratorUnavailable, match=r"did not start.*fallback is none"):
         open_model(rm, InferenceConfig(backend="onnx", fallback="none"), "emotion model")
+
+
+# --- diagnostics: what each model runs on ------------------------------------------------------
+
+
+class _Publisher:
+    progress_at, dropped, delivered = 0.0, 0, 0
+
+    def is_connected(self) -> bool:
+        return True
+
+    def outbox_pending(self) -> int:
+        return 0
+
+    def outbox_dropped(self) -> int:
+        return 0
+
+    def outbox_error(self) -> None:
+        return None
+
+
+def test_stats_and_home_assistant_say_what_the_models_run_on(models_dir: Path, yunet: Path) -> None:
+    from types import SimpleNamespace
+
+    from edgeemo.health import CameraHealth, Health
+    from edgeemo.mqtt.discovery import discovery_messages
+    from edgeemo.mqtt.topics import Topics
+
+    cfg = Config(
+        cameras=[{"name": "cam", "source": "x.mp4"}], inference={"backend": "onnx", "providers": ["cpu"]}
+    )
+    analyzer = FrameAnalyzer.for_camera(cfg, "cam", models_dir)
+    health = Health(_Publisher())
+    loop = SimpleNamespace(analyzer=analyzer, health=CameraHealth("cam"), is_alive=lambda: True)
+    health.watch("cam", SimpleNamespace(online=True, bad_frames=0, dropped=0), loop)
+    stats = health.stats()
+    assert stats["emotion_runtime"] == "onnx (CPUExecutionProvider)"
+    # auto: BlazeFace (no ONNX twin) on the TFLite CPU runtime, YuNet on ONNX Runtime.
+    assert stats["cameras"]["cam"]["detector_runtime"] == "cpu + onnx (CPUExecutionProvider)"
+    msgs = discovery_messages("homeassistant", Topics("edgeemo/dev1"), "dev1", "Gw", ["cam"], ["happy"])
+    sensor = next(p for t, p in msgs if t.endswith("/emotion_runtime/config"))
+    assert sensor["value_template"] == "{{ value_json.emotion_runtime }}"
+    assert sensor["entity_category"] == "diagnostic"
