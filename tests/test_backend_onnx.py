@@ -321,3 +321,14 @@ def test_stats_and_home_assistant_say_what_the_models_run_on(models_dir: Path, y
     sensor = next(p for t, p in msgs if t.endswith("/emotion_runtime/config"))
     assert sensor["value_template"] == "{{ value_json.emotion_runtime }}"
     assert sensor["entity_category"] == "diagnostic"
+
+
+def test_yunet_without_the_onnx_package_follows_the_fallback_rule(
+    models_dir: Path, yunet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    rm = resolve("yunet", models_dir, "face_detection")
+    assert open_model(rm, ONNX_CPU, "detector").describe() == "cpu"  # OpenCV's DNN, as before
+    none = InferenceConfig(backend="onnx", providers=["cpu"], fallback="none")
+    with pytest.raises(AcceleratorUnavailable, match="the onnx package is not installed"):
+        open_model(rm, none, "detector")

@@ -121,8 +121,9 @@ def free_image_size(data: bytes) -> tuple[bytes, str]:
     try:
         import onnx
     except ImportError:
-        raise ModelError(
-            f"this model runs at the frame's size and needs the onnx package: {INSTALL}"
+        # A missing part of this backend's runtime, like ONNX Runtime itself: fallback decides.
+        raise AcceleratorUnavailable(
+            f"the onnx package is not installed (models run at each frame's size need it): {INSTALL}"
         ) from None
     m = onnx.load_from_string(data)
     init = {i.name for i in m.graph.initializer}
