@@ -131,6 +131,16 @@ class FaceModels:
     def labels(self) -> list[str]:
         return self.classifier.labels
 
+    def runtimes(self) -> dict[str, str]:
+        """What each model runs on ("cpu", "edgetpu", "onnx (CUDAExecutionProvider)"), for the
+        stats message and Home Assistant's diagnostics. ``auto``'s two detectors: near + small."""
+        det = self.detector
+        small = getattr(det, "small", None)
+        detector = det.model.describe()
+        if small is not None:
+            detector = f"{detector} + {small.model.describe()}"
+        return {"detector": detector, "emotion": self.classifier.model.describe()}
+
     def analyse_image(self, image: np.ndarray) -> list[dict]:
         """One still image: each face found, with its box, score, emotion and scores; a face
         narrower than the classifier's ``min_face_px`` is listed with emotion None."""

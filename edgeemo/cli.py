@@ -173,7 +173,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     probs = ev.predict(classifier, images)
     report: dict[str, Any] = ev.scores(labels, probs.argmax(1))
     report["calibration"] = ev.calibration(labels, probs)
-    report |= {"model": em.manifest.name, "file": str(em.cpu_file), "labels_from": args.labels}
+    # The file and runtime that really ran (an accelerator backend's twin, or the CPU fallback).
+    report |= {
+        "model": em.manifest.name,
+        "file": str(classifier.model.path),
+        "runs_on": classifier.model.describe(),
+        "labels_from": args.labels,
+    }
     report["ms_per_face"] = round(ev.ms_per_face(classifier, images), 3)
     if args.robustness:
         report["robustness"] = ev.robustness(classifier, images, labels)
@@ -187,7 +193,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{report['model']} on {args.data} ({args.labels} labels), n={report['n']}")
+        print(
+            f"{report['model']} ({Path(report['file']).name} on {report['runs_on']}) on {args.data} "
+            f"({args.labels} labels), n={report['n']}"
+        )
         print(
             f"  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  "
             f"{report['ms_per_face']:.2f} ms per face"

@@ -23,12 +23,14 @@ from pydantic import (
 )
 
 from edgeemo.backends import BACKENDS
+from edgeemo.backends.onnxrt import PROVIDERS
 from edgeemo.errors import ConfigError
 from edgeemo.sources import SOURCES, guess_kind
 
 # Choices derived from the plug-in tables, so a new backend or source kind is one row there.
 BackendName = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]
 SourceType = Literal[("auto", *SOURCES)]  # type: ignore[valid-type]
+ProviderName = Literal[tuple(PROVIDERS)]  # type: ignore[valid-type]
 
 NAME_RE = r"^[A-Za-z0-9_-]{1,64}$"  # safe in MQTT topics and HA object ids
 MAX_PREFIX_BYTES = 1024  # MQTT topics end at 65,535 bytes; device, camera and suffix come after
@@ -127,10 +129,26 @@ class EmotionConfig(_Strict):
 class InferenceConfig(_Strict):
     backend: BackendName = "cpu"  # type: ignore[valid-type]
     fallback: Literal["cpu", "none"] = Field(
-        "cpu", description="when the Edge TPU cannot be used: run on the CPU or stop"
+        "cpu", description="when the Edge TPU or the GPU (onnx) cannot be used: run on the CPU or stop"
     )
     threads: int = Field(1, ge=1, le=64, description="CPU threads per model")
     edgetpu_device: str | None = Field(None, description="e.g. usb, usb:0, pci:0; default: any")
+    providers: list[ProviderName] | None = Field(  # type: ignore[valid-type]
+        None,
+        min_length=1,
+        description="backend onnx: ONNX Runtime execution providers in order of preference "
+        "(tensorrt, cuda, cpu); default: the best present, in that order",
+    )
+    engine_cache_dir: Path | None = Field(
+        None, description="backend onnx: TensorRT engine cache; default: <state_dir>/onnx-trt-cache"
+    )
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_once(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("lists a provider twice")
+        return v
 
 
 class TrackerConfig(_Strict):
@@ -240,6 +258,12 @@ class Config(_Strict):
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
+    def _engine_cache_in_state_dir(self) -> Config:
+        if self.inference.engine_cache_dir is None and self.state_dir is not None:
+            self.inference.engine_cache_dir = self.state_dir / "onnx-trt-cache"
+        return self
+
+    @model_validator(mode="after")
     def _unique_camera_names(self) -> Config:
         seen: set[str] = set()
         for cam in self.cameras:
@@ -294,6 +318,10 @@ def _loc(loc: tuple[Any, ...], data: Any) -> str:
                 if isinstance(node, list) and part < len(node) and isinstance(node[part], dict)
                 else None
             )
+            if not isinstance(name, str):  # a hostile name: a list, a mapping
+                name = None
+            elif len(name) > 64:  # longer than any valid name: a pasted blob must not drown the line
+                name = f"{name[:20]}…"
             out[-1] = f"{out[-1]}[{part}]" + (f"({name})" if name else "") if out else f"[{part}]"
         else:
             out.append(str(part))

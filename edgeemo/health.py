@@ -90,6 +90,12 @@ def rss_mb() -> float:
     return 0.0
 
 
+def _runtimes(loop: Loop) -> dict[str, str] | None:
+    """The camera's models' runtimes, where its loop has an analyzer (a real camera loop)."""
+    models = getattr(getattr(loop, "analyzer", None), "models", None)
+    return models.runtimes() if models is not None else None
+
+
 class Health:
     def __init__(self, publisher: PublisherState) -> None:
         self.publisher = publisher
@@ -104,6 +110,7 @@ class Health:
         det = [v for c in self.cameras for v in c.loop.health.detect_ms]
         emo = [v for c in self.cameras for v in c.loop.health.classify_ms]
         p = self.publisher
+        runtimes = {c.name: _runtimes(c.loop) for c in self.cameras}
         return {
             "ts": round(time.time(), 3),
             "uptime_s": round(time.monotonic() - self.started),
@@ -115,6 +122,8 @@ class Health:
             "outbox_pending": p.outbox_pending(),
             "outbox_dropped": p.outbox_dropped(),
             "outbox_error": p.outbox_error(),  # why the state disk is not used (full?), or None
+            # What the models run on: "cpu", "edgetpu", "onnx (TensorrtExecutionProvider)".
+            "emotion_runtime": next((r["emotion"] for r in runtimes.values() if r), None),
             "cameras": {
                 c.name: {
                     "online": c.reader.online,
@@ -125,6 +134,7 @@ class Health:
                     "errors": c.loop.health.errors,
                     "skipped_frames": c.loop.health.skipped,
                     "masked_faces": c.loop.analyzer.masked,  # found inside a mask, dropped
+                    **({"detector_runtime": runtimes[c.name]["detector"]} if runtimes[c.name] else {}),
                 }
                 for c in self.cameras
             },

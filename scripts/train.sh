@@ -35,10 +35,15 @@ for i in "${!pids[@]}"; do
 done
 
 "$PY" -m edgeemo.training.export "${checkpoints[@]}" --data "$DATA" --out-dir models \
-    --float-out "$OUT/edgeemo_fer_int8_float.tflite"
+    --float-out "$OUT/edgeemo_fer_int8_float.tflite" --onnx
 "$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --json >"$OUT/eval_fer2013.json"
 "$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --labels ferplus \
     --json >"$OUT/eval_ferplus.json"
 "$EDGEEMO" eval --data "$DATA/publictest.npz" --model "$OUT/edgeemo_fer_int8_float.tflite" --json >"$OUT/eval_float.json"
+# The ONNX twin (backend onnx) on ONNX Runtime's CPU provider.
+"$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --backend onnx \
+    --json >"$OUT/eval_onnx.json"
+"$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --backend onnx \
+    --labels ferplus --json >"$OUT/eval_onnx_ferplus.json"
 "$PY" -m edgeemo.training.export --record "$OUT/eval_fer2013.json" "$OUT/eval_ferplus.json"
-echo "train: done; models/edgeemo_fer_int8.tflite and edgeemo/catalog/edgeemo_fer_int8.json updated"
+echo "train: done; models/edgeemo_fer_int8.tflite, .onnx and edgeemo/catalog/edgeemo_fer_int8.json updated"

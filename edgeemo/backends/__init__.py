@@ -27,6 +27,8 @@ class Backend:
     twin_suffix: str | None = None
     # May be absent at run time (library, device): ``inference.fallback`` decides what then.
     accelerator: bool = False
+    # How to make a model's twin for this backend (said when one is missing).
+    make_twin: str = ""
 
 
 BACKENDS: dict[str, Backend] = {
@@ -36,6 +38,15 @@ BACKENDS: dict[str, Backend] = {
         "Coral Edge TPU (libedgetpu delegate; Edge TPU compiled model files)",
         twin_suffix="_edgetpu.tflite",
         accelerator=True,
+        make_twin="compile it (edgetpu_compiler)",
+    ),
+    "onnx": Backend(
+        "edgeemo.backends.onnxrt",
+        "ONNX Runtime: TensorRT, CUDA or CPU execution provider (Jetson; ONNX model files)",
+        twin_suffix=".onnx",
+        accelerator=True,
+        make_twin="export it to ONNX (python -m edgeemo.training.export --onnx for edgeemo's model), "
+        "or use detector yunet (ONNX already)",
     ),
 }
 

@@ -49,6 +49,10 @@ class Model(ABC):
         s = self.input.shape
         return (s[2], s[3]) if self.input.layout == "NCHW" else (s[1], s[2])
 
+    def describe(self) -> str:
+        """What it runs on, for logs and diagnostics ("cpu", "edgetpu", "onnx (CUDAExecutionProvider)")."""
+        return self.backend
+
     @abstractmethod
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run on a float32 NHWC batch; returns each output, dequantised, batch first.

@@ -75,6 +75,22 @@ def discovery_messages(
             },
         )
 
+    # What the emotion model runs on ("cpu", "edgetpu", "onnx (CUDAExecutionProvider)"): a GPU
+    # or TPU that went missing at start shows here, not only in the journal.
+    add(
+        "sensor",
+        "emotion_runtime",
+        {
+            "name": "Emotion runtime",
+            "device": appliance,
+            "state_topic": topics.stats,
+            "value_template": "{{ value_json.emotion_runtime }}",
+            "entity_category": "diagnostic",
+            "icon": "mdi:chip",
+            "availability": [dev_avail],
+        },
+    )
+
     # The state disk refusing writes (full, read-only): events still go out from memory while
     # the broker is up, but a restart would lose them; HA shows it as a problem to fix.
     add(
