@@ -80,7 +80,8 @@ def main() -> int:
                 raise SystemExit(f"the daemon exited with {proc.returncode}; log: {work / 'daemon.log'}")
             samples.append((round(time.monotonic() - t0), round(rss_mb(proc.pid), 1), cpu_seconds(proc.pid)))
             hwm = rss_mb(proc.pid, "VmHWM")
-            print(f"t={samples[-1][0]:>4} s  RSS {samples[-1][1]:6.1f} MB  events {len(seqs)}", flush=True)
+            t, rss = samples[-1][:2]
+            print(f"t={t:>4} s  RSS {rss:6.1f} MB  peak {hwm:6.1f} MB  events {len(seqs)}", flush=True)
             time.sleep(a.sample_s)
     finally:
         if proc.poll() is None:

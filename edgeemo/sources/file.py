@@ -55,7 +55,8 @@ class FileSource(Source):
             if self._still is None:
                 raise SourceError(f"{self.path} is not a readable image")
         else:
-            self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, DECODE_THREADS])
+            params = [cv2.CAP_PROP_N_THREADS, DECODE_THREADS]
+            self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_ANY, params)
             if not self._cap.isOpened():
                 raise SourceError(f"{self.path} is not a readable video")
             fps = self._cap.get(cv2.CAP_PROP_FPS)
