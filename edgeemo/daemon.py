@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeemo import credentials, notify, preflight
+from edgeemo import credentials, memory, notify, preflight
 from edgeemo.analyzer import FaceModels, FrameAnalyzer, open_classifier, open_detector
 from edgeemo.camera_loop import CameraLoop
 from edgeemo.config import CameraConfig, Config
@@ -133,6 +133,7 @@ class Daemon:
         if install_signals:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+        memory.limit_malloc_arenas()  # before any camera thread allocates
         models = self._open_models()
         self.cameras = [self._build_camera(c, models[c.name]) for c in self.cfg.cameras if c.enabled]
         log.info(

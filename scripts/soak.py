@@ -23,10 +23,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edgeemo.tools.devtools import free_port, make_demo_clip, start_broker
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """MiB from /proc/<pid>/status: VmRSS now, or VmHWM (the peak RSS so far)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -70,6 +71,7 @@ def main() -> int:
         [sys.executable, "-m", "edgeemo", "run", "--config", str(cfg)], stdout=log, stderr=log
     )
     samples = []
+    hwm = 0.0
     t0 = time.monotonic()
     try:
         time.sleep(15)  # models loaded, first loops done: the start figure
@@ -77,9 +79,13 @@ def main() -> int:
             if proc.poll() is not None:
                 raise SystemExit(f"the daemon exited with {proc.returncode}; log: {work / 'daemon.log'}")
             samples.append((round(time.monotonic() - t0), round(rss_mb(proc.pid), 1), cpu_seconds(proc.pid)))
-            print(f"t={samples[-1][0]:>4} s  RSS {samples[-1][1]:6.1f} MB  events {len(seqs)}", flush=True)
+            hwm = rss_mb(proc.pid, "VmHWM")
+            t, rss = samples[-1][:2]
+            print(f"t={t:>4} s  RSS {rss:6.1f} MB  peak {hwm:6.1f} MB  events {len(seqs)}", flush=True)
             time.sleep(a.sample_s)
     finally:
+        if proc.poll() is None:
+            hwm = rss_mb(proc.pid, "VmHWM")
         proc.terminate()
         rc = proc.wait(20)
         sub.loop_stop()
@@ -94,6 +100,7 @@ def main() -> int:
         "rss_mb_start": first[1],
         "rss_mb_end": last[1],
         "rss_mb_max": max(s[1] for s in samples),
+        "rss_mb_peak": round(hwm, 1),  # VmHWM: the peak, start-up included, between samples too
         "cpu_percent": round(100 * (last[2] - first[2]) / max(1, last[0] - first[0]), 1),
         "events": len(seqs),
         "seq_missing": len(missing),

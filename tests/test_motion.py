@@ -148,3 +148,23 @@ def test_still_faces_analysed_every_other_frame_give_the_same_events(models_dir:
     assert skipped >= 15  # about half the frames with the face in view
     assert [e[:3] for e in other] == [e[:3] for e in every]
     assert all(abs(a[3] - b[3]) <= 0.2 for a, b in zip(other, every, strict=True))  # within one frame
+
+
+def test_the_gate_keeps_no_frame() -> None:
+    """Only thumbnails and face patches stay between frames: no frame per camera held."""
+    import gc
+    import weakref
+
+    rng = np.random.default_rng(3)
+    gate = MotionGate(MotionConfig())
+    frames = [_room(rng) for _ in range(3)]
+    refs = [weakref.ref(f) for f in frames]
+    _check(gate, frames[0], 0.0)  # analysed: the reference
+    gate.moving_regions(frames[1])
+    _check(gate, frames[1], 0.1)  # skipped (sensor noise)
+    gate.moving_regions(frames[2])
+    gate.analysed(frames[2], 0.2)
+    del frames
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert not _check(gate, _room(rng), 0.3)  # and it still compares against the reference

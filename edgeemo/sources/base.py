@@ -50,8 +50,8 @@ class Source(ABC):
 
     @abstractmethod
     def read(self) -> np.ndarray | None:
-        """The next BGR frame, a new array each call that nobody writes to afterwards (the
-        motion gate keeps the last analysed frame without copying it)."""
+        """The next BGR frame, a new array each call that nobody writes to afterwards (frames
+        are handed on without copying)."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from edgeemo.config import CameraConfig
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# FFmpeg decodes with one thread per core per capture by default: 3 threads and ~1 MiB each
+# more per clip here, and each thread can hold its own malloc arena. A clip played at its own
+# frame rate needs one (640x480 H.264 decodes at hundreds of fps on one core).
+DECODE_THREADS = 1
 
 
 def claims(source: str) -> bool:
@@ -51,7 +55,8 @@ class FileSource(Source):
             if self._still is None:
                 raise SourceError(f"{self.path} is not a readable image")
         else:
-            self._cap = cv2.VideoCapture(str(self.path))
+            params = [cv2.CAP_PROP_N_THREADS, DECODE_THREADS]
+            self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_ANY, params)
             if not self._cap.isOpened():
                 raise SourceError(f"{self.path} is not a readable video")
             fps = self._cap.get(cv2.CAP_PROP_FPS)
