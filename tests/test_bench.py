@@ -40,6 +40,10 @@ def test_bench_json_has_every_pipeline_and_ratio(models_dir: Path, tmp_path: Pat
     # The gates skip frames, and what they skip still counts, with the faces it tracks.
     assert pipes["edgeemo_every_frame"]["analysed_share"] == 1.0 > pipes["edgeemo"]["analysed_share"]
     assert pipes["edgeemo"]["recall"] >= pipes["edgeemo_every_frame"]["recall"] - 0.05
+    # Side by side per backend: the same chain on ONNX Runtime finds the same faces.
+    onnx = pipes["edgeemo_onnx_every_frame"]
+    assert onnx["analysed_share"] == 1.0 and onnx["fps"] > 0 and "classify" in onnx["stages"]
+    assert abs(onnx["recall"] - pipes["edgeemo_every_frame"]["recall"]) <= 0.05
     assert out["ratio_vs_fer_style"] == round(pipes["edgeemo"]["fps"] / pipes["fer_style"]["fps"], 1)
     # Without torch in this venv the large-model pipeline says so instead of vanishing.
     assert "fps" in pipes["resnet18"] or "torch is not installed" in pipes["resnet18"]["skipped"]

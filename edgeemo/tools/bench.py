@@ -186,15 +186,23 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> int:
 
 
 def edgeemo_analyzer(
-    models_dir: Path, emotion_model: str, detector: str = "short_range", every_frame: bool = False
+    models_dir: Path,
+    emotion_model: str,
+    detector: str = "short_range",
+    every_frame: bool = False,
+    backend: str = "cpu",
 ) -> FrameAnalyzer:
     """The daemon's analyzer at its defaults; ``every_frame`` turns off the motion gate and
-    still-face skipping, to show what an analysed frame costs."""
+    still-face skipping, to show what an analysed frame costs. ``backend: onnx`` runs on ONNX
+    Runtime's CPU provider here (BlazeFace has no ONNX twin and stays on LiteRT)."""
+    inference: dict = {"threads": 1, "backend": backend}
+    if backend == "onnx":
+        inference["providers"] = ["cpu"]  # this machine's only one: no fallback warning
     settings: dict = {
         "cameras": [{"name": "bench", "source": "bench.mp4"}],
         "detector": {"model": detector},
         "emotion": {"model": emotion_model},
-        "inference": {"threads": 1},
+        "inference": inference,
     }
     if every_frame:
         settings |= {"motion": {"enabled": False}, "tracker": {"steady_every": 1}}
@@ -208,8 +216,9 @@ def run_edgeemo(
     emotion_model: str,
     detector: str = "short_range",
     every_frame: bool = False,
+    backend: str = "cpu",
 ) -> Result:
-    analyzer = edgeemo_analyzer(models_dir, emotion_model, detector, every_frame)
+    analyzer = edgeemo_analyzer(models_dir, emotion_model, detector, every_frame, backend)
 
     def frame(img: np.ndarray, i: int):
         t = time.perf_counter()
@@ -411,6 +420,16 @@ def run(
     pipelines["edgeemo_full_range"] = run_edgeemo(
         clip, truth, models_dir, emotion_model, "full_range"
     ).summary()
+    # The same chain on each backend this machine has, every frame analysed: what inference
+    # costs per runtime (the Edge TPU needs its hardware; ONNX Runtime its `onnx` extra).
+    try:
+        import onnxruntime  # noqa: F401
+
+        pipelines["edgeemo_onnx_every_frame"] = run_edgeemo(
+            clip, truth, models_dir, emotion_model, every_frame=True, backend="onnx"
+        ).summary()
+    except ImportError:
+        pipelines["edgeemo_onnx_every_frame"] = {"skipped": "onnxruntime is not installed (edgeemo[onnx])"}
     if "fer_style" not in skip:
         pipelines["fer_style"] = run_fer_style(clip, truth, models_dir).summary()
     if "resnet18" not in skip:
