@@ -84,7 +84,10 @@ def test_open_model_follows_the_fallback_rule(models_dir: Path, caplog: pytest.L
         open_model(rm, InferenceConfig(backend="onnx", providers=["cuda"], fallback="none"), "emotion model")
 
 
-def test_cli_with_fallback_none_says_one_clear_line(models_dir: Path, astronaut_png: Path) -> None:
+def test_cli_with_fallback_none_says_one_clear_line(
+    models_dir: Path, yunet: Path, astronaut_png: Path
+) -> None:
+    # YuNet, not the default auto: BlazeFace has no ONNX twin, which is another refusal.
     r = run_cli(
         "detect", str(astronaut_png), "--backend", "onnx", "--fallback", "none",
         "--detector", "yunet", "--models-dir", str(models_dir),
