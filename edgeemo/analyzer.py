@@ -198,7 +198,7 @@ class FrameAnalyzer:
         cam = _camera_cfg(cfg, camera)
         self.zones = CameraZones(camera, cam.masks, cam.zones)
         self.masked = 0  # faces found inside a mask and dropped
-        self.full_frame_every_s = cfg.detector_for(_camera_cfg(cfg, camera)).full_frame_every_s
+        self.full_frame_every_s = cfg.detector_for(cam).full_frame_every_s
         self._last_full_scan = float("-inf")
         self.skipped = 0  # frames not analysed (motion gate or steady faces)
         self._since_analysis = 0

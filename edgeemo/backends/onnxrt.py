@@ -67,6 +67,13 @@ def default_cache_dir() -> Path:
     return state / "onnx-trt-cache"
 
 
+def _gpu_unavailable(problem: str, fallback: str) -> None:
+    """The Edge TPU's rule for a GPU that is not there: stop (``none``) or warn and go on."""
+    if fallback != "cpu":
+        raise AcceleratorUnavailable(f"{problem}; inference.fallback is none, so edgeemo stops")
+    log.warning("%s; running on its CPU provider (inference.fallback: cpu)", problem)
+
+
 def choose_providers(
     wanted: list[str] | None, available: list[str], fallback: str
 ) -> tuple[list[str], list[str]]:
@@ -85,9 +92,7 @@ def choose_providers(
             "install the GPU build of onnxruntime (Jetson: NVIDIA's wheel for its JetPack; "
             "x86: onnxruntime-gpu with CUDA/cuDNN/TensorRT), or set inference.providers: [cpu]"
         )
-        if fallback != "cpu":
-            raise AcceleratorUnavailable(f"{problem}; inference.fallback is none, so edgeemo stops")
-        log.warning("%s; running on its CPU provider (inference.fallback: cpu)", problem)
+        _gpu_unavailable(problem, fallback)
         if "cpu" not in present:
             present.append("cpu")
     return present, missing
@@ -251,7 +256,5 @@ def load(
             "check the CUDA/TensorRT libraries of the JetPack and that the edgeemo user may open "
             "the GPU devices (/dev/nvhost-*, /dev/nvmap; group video)"
         )
-        if fallback != "cpu":
-            raise AcceleratorUnavailable(f"{problem}; inference.fallback is none, so edgeemo stops")
-        log.warning("%s; running on its CPU provider (inference.fallback: cpu)", problem)
+        _gpu_unavailable(problem, fallback)
     return ONNXRuntimeModel(session, path)
