@@ -186,6 +186,14 @@ class CameraAggregator:
         window = self._window_dist()
         return self.labels[int(np.argmax(window))] if window is not None else NO_FACE
 
+    def face_labels(self) -> dict[int, tuple[str | None, float]]:
+        """Each face's announced emotion and its smoothed confidence (None until announced)."""
+        out: dict[int, tuple[str | None, float]] = {}
+        for tid, m in self._moods.items():
+            idx = self.labels.index(m.emotion) if m.emotion else int(np.argmax(m.ema))
+            out[tid] = (m.emotion, round(float(m.ema[idx]), 3))
+        return out
+
     def state_changed(self) -> bool:
         """True once each time faces-in-view, the dominant emotion or the window's changes."""
         key = (self._faces, self._dominant, self._window_dominant())

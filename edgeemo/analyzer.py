@@ -308,6 +308,18 @@ class FrameAnalyzer:
     def state_changed(self) -> bool:
         return self.aggregator.state_changed()
 
+    def faces_now(self) -> list[dict]:
+        """The confirmed faces in view with their boxes and announced emotions (the live view)."""
+        labels = self.aggregator.face_labels()
+        out = []
+        for t in self.tracker.tracks:
+            if not t.confirmed:
+                continue
+            emotion, confidence = labels.get(t.id, (None, 0.0))
+            box = [round(float(v)) for v in t.box]
+            out.append({"track_id": t.id, "box": box, "emotion": emotion, "confidence": confidence})
+        return out
+
 
 def _camera_cfg(cfg: Config, camera: str):  # type: ignore[no-untyped-def]
     return next((c for c in cfg.cameras if c.name == camera), cfg.cameras[0])

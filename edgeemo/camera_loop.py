@@ -35,14 +35,29 @@ class Sink(Protocol):
     def camera_status(self, camera: str, online: bool) -> None: ...
 
 
+class Viewer(Protocol):
+    """Who watches the frames as they are analysed (the web face's live view), or nobody.
+    Called on the camera's thread: it must only store references, never wait."""
+
+    def frame(self, camera: str, image: np.ndarray, faces: list[dict]) -> None: ...
+
+
 class CameraLoop(threading.Thread):
-    def __init__(self, analyzer: FrameAnalyzer, queue: FrameQueue, sink: Sink, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        analyzer: FrameAnalyzer,
+        queue: FrameQueue,
+        sink: Sink,
+        heartbeat_s: float,
+        viewer: Viewer | None = None,
+    ) -> None:
         super().__init__(name=f"camera-{analyzer.camera}", daemon=True)
         self.camera = analyzer.camera
         self.analyzer = analyzer
         self.queue = queue
         self.sink = sink
         self.heartbeat_s = heartbeat_s
+        self.viewer = viewer
         self.health = CameraHealth(analyzer.camera)
         self.stop_event = threading.Event()
         self._last_state = 0.0
@@ -106,6 +121,8 @@ class CameraLoop(threading.Thread):
         self._emit(a.events)
         self._publish_state(ts)
         self.health.frame_done(a.analysed, a.detect_ms, a.classify_ms)
+        if self.viewer is not None:
+            self.viewer.frame(self.camera, image, self.analyzer.faces_now())
         return a.events
 
     def _emit(self, events: list[dict]) -> None:

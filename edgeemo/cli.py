@@ -56,6 +56,16 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
     return out
 
 
+def parse_http(value: str) -> dict[str, Any]:
+    """``--http HOST:PORT`` (``[::1]:8780``, ``0.0.0.0:8780``, ``:8780`` or ``8780`` for loopback)."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "", value
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--http {value}: expected HOST:PORT, e.g. 127.0.0.1:8780 or 0.0.0.0:8780")
+    return {"enabled": True, "host": host.strip("[]") or "127.0.0.1", "port": int(port)}
+
+
 def build_config(args: argparse.Namespace):
     data: dict[str, Any] = {}
     origin = "command line"
@@ -74,6 +84,8 @@ def build_config(args: argparse.Namespace):
             cam["loop"] = True
     if args.mqtt:
         data["mqtt"] = {**(data.get("mqtt") or {}), **parse_mqtt_url(args.mqtt)}
+    if getattr(args, "http", None):
+        data["http"] = {**(data.get("http") or {}), **parse_http(args.http)}
     if args.state_dir:
         data["state_dir"] = args.state_dir
     if args.models_dir:
@@ -302,6 +314,12 @@ def make_parser() -> argparse.ArgumentParser:
         "(an image is then a camera that always sees it); without it a file ends the run",
     )
     r.add_argument("--mqtt", help="mqtt[s]://[user[:password]@]host[:port]")
+    r.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the web face (/health, /predict, /metrics, live view) here; beyond loopback it "
+        "needs a token in $EDGEEMO_HTTP_TOKEN",
+    )
     r.add_argument("--state-dir", help="where the daemon keeps its state")
     r.add_argument("--models-dir", help="where model files are installed")
     r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

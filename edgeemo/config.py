@@ -242,6 +242,24 @@ class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class HTTPConfig(_Strict):
+    """The local web face (``edgeemo.web``): off unless asked for. Bound beyond loopback it needs
+    a bearer token, from ``$EDGEEMO_HTTP_TOKEN`` or the systemd credential ``http_token``."""
+
+    enabled: bool = Field(False, description="serve /health, /predict, /metrics, /api and the live view")
+    host: str = Field("127.0.0.1", min_length=1, description="address to listen on; 0.0.0.0 for the LAN")
+    port: int = Field(8780, ge=0, le=65535, description="0: any free port (tests)")
+    snapshots: bool = Field(
+        False, description="keep each camera's latest frame for /api/cameras/NAME/latest.jpg (privacy: off)"
+    )
+    max_body_mb: float = Field(8.0, gt=0, le=256, description="larger /predict bodies get 413")
+    max_image_mpx: float = Field(
+        40.0, gt=0, le=1000, description="larger /predict images (megapixels) get 413 before decoding"
+    )
+    predict_workers: int = Field(1, ge=1, le=16, description="/predict requests analysed at once")
+    predict_queue: int = Field(4, ge=0, le=256, description="more waiting than this: 429 at once")
+
+
 class Config(_Strict):
     device: DeviceConfig = DeviceConfig()
     mqtt: MQTTConfig = MQTTConfig()
@@ -256,6 +274,7 @@ class Config(_Strict):
     models_dir: Path | None = Field(None, description="default: see edgeemo.modelstore")
     state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY or ~/.local/state")
     logging: LoggingConfig = LoggingConfig()
+    http: HTTPConfig = HTTPConfig()
 
     @model_validator(mode="after")
     def _engine_cache_in_state_dir(self) -> Config:

@@ -9,10 +9,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeemo import credentials, memory, notify, preflight
-from edgeemo.analyzer import FaceModels, FrameAnalyzer, open_classifier, open_detector
-from edgeemo.camera_loop import CameraLoop
+from edgeemo.analyzer import FaceModels, FrameAnalyzer, open_classifier, open_detector, resolve_detector
+from edgeemo.camera_loop import CameraLoop, Sink
 from edgeemo.config import CameraConfig, Config
 from edgeemo.health import Health
 from edgeemo.identity import device_id, device_name
@@ -22,6 +23,10 @@ from edgeemo.mqtt.publisher import Publisher
 from edgeemo.mqtt.topics import Topics
 from edgeemo.outbox import Outbox
 from edgeemo.sources import CameraReader, FrameQueue
+
+if TYPE_CHECKING:
+    from edgeemo.web.hub import LiveHub
+    from edgeemo.web.server import WebServer
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 5.0
@@ -70,6 +75,9 @@ class Daemon:
             Outbox(self.state_dir / "outbox.sqlite3", cfg.outbox.max_events, cfg.outbox.max_age_s),
         )
         self.health = Health(self.publisher)
+        self.sink: Sink = self.publisher
+        self.hub: LiveHub | None = None  # the web face's, when http is on
+        self.web: WebServer | None = None
         self.published_configs = PublishedConfigs(self.state_dir / "discovery-published.json")
 
     def _discovery(self) -> list[tuple[str, dict | None]]:
@@ -118,13 +126,43 @@ class Daemon:
         # The reader's online/offline changes reach MQTT through the queue and the loop (in order).
         reader = CameraReader(cam.name, self.sources[cam.name], cam.detect_fps, queue)
         loop = CameraLoop(
-            FrameAnalyzer(cam.name, models, self.cfg), queue, self.publisher, self.cfg.mqtt.state_heartbeat_s
+            FrameAnalyzer(cam.name, models, self.cfg),
+            queue,
+            self.sink,
+            self.cfg.mqtt.state_heartbeat_s,
+            self.hub,
         )
         self.health.watch(cam.name, reader, loop)
         return Camera(cam, reader, loop)
 
     def stats(self) -> dict:
         return self.health.stats()
+
+    def _start_web(self, models: dict[str, FaceModels]) -> None:
+        """The web face: its socket is bound here, before any camera opens, so a taken port
+        stops the daemon early; the server starts serving only once the cameras exist."""
+        from edgeemo.web import check_access
+        from edgeemo.web.hub import LiveHub
+        from edgeemo.web.server import WebContext, WebServer
+
+        token = check_access(self.cfg.http)
+        names = [c.name for c in self.cfg.cameras if c.enabled]
+        self.hub = LiveHub(self.publisher, names, self.cfg.http.snapshots)
+        self.sink = self.hub
+        predict = self._predict_models(models)
+        self.web = WebServer(WebContext(self.cfg.http, self.health, self.hub, predict, token))
+
+    def _predict_models(self, models: dict[str, FaceModels]) -> FaceModels:
+        """/predict reads still images with the top-level detector setting, on the models the
+        cameras already share; only if every camera overrides the detector is one more opened."""
+        key = self.cfg.detector.model_dump_json()
+        for cam in self.cfg.cameras:
+            if cam.enabled and self.cfg.detector_for(cam).model_dump_json() == key:
+                return models[cam.name]
+        detector = open_detector(
+            resolve_detector(self.cfg.detector, self.models_dir), self.cfg.detector, self.cfg.inference, "web"
+        )
+        return FaceModels(detector, next(iter(models.values())).classifier)
 
     def request_stop(self, *_: object) -> None:
         self.stop_event.set()
@@ -135,7 +173,11 @@ class Daemon:
             signal.signal(signal.SIGINT, self.request_stop)
         memory.limit_malloc_arenas()  # before any camera thread allocates
         models = self._open_models()
+        if self.cfg.http.enabled:
+            self._start_web(models)
         self.cameras = [self._build_camera(c, models[c.name]) for c in self.cfg.cameras if c.enabled]
+        if self.web is not None:
+            self.web.start()  # up while the broker is still being tried
         log.info(
             "device %s (%s): %d camera(s), topics under %s/, MQTT %s",
             self.device_id,
@@ -152,7 +194,7 @@ class Daemon:
                 self.publisher.last_error or "no answer",
             )
         for c in self.cameras:
-            self.publisher.camera_status(c.cfg.name, False)
+            self.sink.camera_status(c.cfg.name, False)
             c.reader.start()
             c.loop.start()
         notify.notify("READY=1\nSTATUS=" + self.health.status_line())
@@ -205,6 +247,8 @@ class Daemon:
                 c.loop.join(timeout=2.0)
         for c in self.cameras:
             c.reader.join(timeout=0.5)
+        if self.web is not None:
+            self.web.stop()
         self.publisher.stats(self.stats())
         self.publisher.stop()
         log.info("stopped")

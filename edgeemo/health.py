@@ -5,6 +5,7 @@ and which loops are stuck. sd_notify (STATUS, WATCHDOG), the MQTT stats message 
 
 from __future__ import annotations
 
+import bisect
 import statistics
 import time
 from collections import deque
@@ -12,6 +13,24 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 STUCK_AFTER_S = 10  # a camera loop or the publisher silent this long counts as hung
+# Inference-time histogram bounds (ms) for /metrics: from a Coral's fraction of a ms to a
+# 4 MP full-frame pass on a Pi.
+MS_BUCKETS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
+
+
+@dataclass
+class MsHistogram:
+    """Cumulative counts since start (Prometheus histogram semantics) without importing a
+    metrics library into the camera loops: /metrics reads these when scraped."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(MS_BUCKETS) + 1))  # last: +Inf
+    total_ms: float = 0.0
+    n: int = 0
+
+    def observe(self, ms: float) -> None:
+        self.counts[bisect.bisect_left(MS_BUCKETS, ms)] += 1
+        self.total_ms += ms
+        self.n += 1
 
 
 @dataclass
@@ -25,6 +44,8 @@ class CameraHealth:
     progress_at: float = field(default_factory=time.monotonic)  # the loop went round (watchdog)
     detect_ms: deque[float] = field(default_factory=lambda: deque(maxlen=256))
     classify_ms: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    detect_hist: MsHistogram = field(default_factory=MsHistogram)
+    classify_hist: MsHistogram = field(default_factory=MsHistogram)  # per face
     _done_at: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # for fps
 
     def frame_done(self, analysed: bool, detect_ms: float | None, classify_ms: float | None) -> None:
@@ -34,8 +55,14 @@ class CameraHealth:
             self.skipped += 1
         if detect_ms is not None:
             self.detect_ms.append(detect_ms)
+            self.detect_hist.observe(detect_ms)
         if classify_ms is not None:
             self.classify_ms.append(classify_ms)
+            self.classify_hist.observe(classify_ms)
+
+    def last_frame_age(self) -> float | None:
+        """Seconds since the loop last finished a frame; None before the first."""
+        return round(time.monotonic() - self._done_at[-1], 2) if self._done_at else None
 
     def fps(self) -> float:
         now = time.monotonic()
@@ -138,6 +165,32 @@ class Health:
                 }
                 for c in self.cameras
             },
+        }
+
+    def summary(self) -> dict:
+        """For ``GET /health``: ``status`` is "stuck" exactly when the daemon withholds its
+        systemd watchdog ping (HTTP 503), "degraded" while a camera is offline or the broker
+        is unreachable (events wait in the outbox), else "ok"."""
+        stuck = self.stuck()
+        cams = {
+            c.name: {
+                "online": c.reader.online,
+                "fps": round(c.loop.health.fps(), 2),
+                "last_frame_age_s": c.loop.health.last_frame_age(),
+                "frames": c.loop.health.frames,
+                "errors": c.loop.health.errors,
+            }
+            for c in self.cameras
+        }
+        connected = self.publisher.is_connected()
+        degraded = not connected or not all(c["online"] for c in cams.values())
+        return {
+            "status": "stuck" if stuck else "degraded" if degraded else "ok",
+            "stuck": stuck,
+            "uptime_s": round(time.monotonic() - self.started),
+            "mqtt": {"connected": connected},
+            "undelivered_events": self.publisher.outbox_pending(),
+            "cameras": cams,
         }
 
     def status_line(self) -> str:

@@ -104,6 +104,13 @@ def check(cfg: Config, models_dir: Path, secrets: bool = True) -> Checked:
             out.sources[cam.name] = make_source(checked)
         except EdgeemoError as e:
             note(e)
+    if secrets and cfg.http.enabled:
+        from edgeemo.web import check_access
+
+        try:
+            check_access(cfg.http)
+        except EdgeemoError as e:
+            note(e)
     if len(problems) == 1:
         raise PreflightError(problems[0])
     if problems:

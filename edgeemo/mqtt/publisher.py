@@ -102,6 +102,7 @@ class Publisher:
         self.duplicate: dict | None = None  # the other claimant, once seen
         self.connected = threading.Event()
         self.dropped = 0  # messages paho refused (queue full)
+        self.connects = 0  # successful connections, for the reconnect count in /metrics
         self._auth_warned = False
         self._stopping = False
         self._client_id = client_id
@@ -227,6 +228,7 @@ class Publisher:
                 log.warning("MQTT broker %s refused the connection: %s", self.broker, reason)
             return
         log.info("MQTT connected to %s", self.broker)
+        self.connects += 1
         self._connected_at = time.monotonic()
         self._auth_warned = False
         self.last_error = None
@@ -431,6 +433,10 @@ class Publisher:
         ):
             self._wake.set()
             time.sleep(0.01)
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.connects - 1)
 
     def stats(self, stats: dict) -> None:
         self._last_stats = json.dumps(stats)
