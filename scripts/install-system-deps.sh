@@ -4,7 +4,8 @@
 #   venv    what `python3 -m venv` and the dev install need: python3.X-venv (ensurepip),
 #           and python3.X-dev, gcc, pkg-config, libsystemd-dev to build systemd-python
 #   demo    venv + a Mosquitto broker (without it the demo uses the pure-Python amqtt)
-#   test    demo + FFmpeg, GStreamer's RTSP server (tests stream a clip over RTSP), systemd's analysers
+#   test    demo + FFmpeg, GStreamer's RTSP server (tests stream a clip over RTSP), systemd's analysers,
+#           Chromium and its driver (the web face's pages are tested in a real headless browser)
 #   deploy, arm64, fresh: test-deploy, check-arm64, test-fresh (debootstrap, nspawn, qemu)
 # Idempotent and quick when everything is present. Not root and no password-less sudo: it says
 # what is missing and what that costs, and exits 0 (the venv step stops with a clear message if
@@ -30,7 +31,7 @@ case "$profile" in
   demo) pkgs+=(mosquitto mosquitto-clients) ;;
   test) pkgs+=(mosquitto mosquitto-clients ffmpeg gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
                gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-               gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi systemd) ;;
+               gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi systemd chromium chromium-driver) ;;
   # Real systemd hosts for the Ansible tests: debootstrap roots booted by systemd-nspawn.
   deploy) pkgs+=(mosquitto mosquitto-clients debootstrap systemd-container openssh-client iproute2) ;;
   # An arm64 Debian root run under qemu-user (make check-arm64).

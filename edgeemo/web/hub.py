@@ -37,6 +37,7 @@ class CameraView:
     frame: np.ndarray | None = None  # only with snapshots on
     frame_seq: int = 0  # changes with each frame (the snapshot's encoding cache key)
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_SAMPLES))
+    newest: dict | None = None  # the latest state's sample, when too soon after the last kept
     events: dict[str, int] = field(default_factory=dict)  # event type → count (for /metrics)
 
 
@@ -78,10 +79,14 @@ class LiveHub:
         with self._lock:
             view = self.cameras.setdefault(camera, CameraView())
             view.state = state
+            # States come on change and on a heartbeat, and each holds until the next. Samples
+            # kept are at least HISTORY_EVERY_S apart; the newest state is shown after them.
+            sample = {"ts": round(now, 1), "faces": state.get("faces", 0), "mix": state.get("distribution")}
             if not view.history or now - view.history[-1]["ts"] >= HISTORY_EVERY_S:
-                view.history.append(
-                    {"ts": round(now, 1), "faces": state.get("faces", 0), "mix": state.get("distribution")}
-                )
+                view.history.append(sample)
+                view.newest = None
+            else:
+                view.newest = sample
 
     def camera_status(self, camera: str, online: bool) -> None:
         self.inner.camera_status(camera, online)
@@ -112,7 +117,7 @@ class LiveHub:
     def camera_json(self, camera: str) -> dict:
         view = self.cameras[camera]
         with self._lock:
-            history = list(view.history)
+            history = list(view.history) + ([view.newest] if view.newest else [])
             state = view.state
         return {
             "online": view.online,

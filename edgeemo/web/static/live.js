@@ -34,27 +34,25 @@ function drawBoxes(canvas, cam) {
 function drawChart(canvas, legend, history) {
   const ctx = canvas.getContext("2d");
   const W = canvas.width, H = canvas.height;
-  ctx.clearRect(0, 0, W, H);
   ctx.fillStyle = "#14181d"; ctx.fillRect(0, 0, W, H);
   const pts = history.filter((p) => p.mix);
   if (!pts.length) return;
   const labels = Object.keys(pts[0].mix);
   const now = Date.now() / 1000;
-  const x = (ts) => W * (1 - Math.min(HISTORY_S, now - ts) / HISTORY_S);
-  // A stacked area per emotion: each sample's window distribution, in label order.
-  for (let k = labels.length - 1; k >= 0; k--) {
-    ctx.beginPath();
-    pts.forEach((p, i) => {
-      let top = 0; for (let j = 0; j <= k; j++) top += p.mix[labels[j]] || 0;
-      const px = x(p.ts), py = H - top * H;
-      if (i === 0) ctx.moveTo(px, H);
-      ctx.lineTo(px, py);
-    });
-    ctx.lineTo(x(pts[pts.length - 1].ts), H);
-    ctx.closePath();
-    ctx.fillStyle = colorOf(labels[k]);
-    ctx.fill();
-  }
+  const x = (ts) => W * (1 - Math.min(HISTORY_S, Math.max(0, now - ts)) / HISTORY_S);
+  // The camera's state holds until the next one (states come on change and on a heartbeat),
+  // so each sample is a step to the next, the last one up to now: stacked, in label order.
+  pts.forEach((p, i) => {
+    const x0 = x(p.ts), x1 = i + 1 < pts.length ? x(pts[i + 1].ts) : W;
+    let base = H;
+    for (const l of labels) {
+      const h = (p.mix[l] || 0) * H;
+      if (h > 0) { ctx.fillStyle = colorOf(l); ctx.fillRect(x0, base - h, Math.max(1, x1 - x0), h); }
+      base -= h;
+    }
+  });
+  ctx.fillStyle = "#5b6470"; ctx.font = "11px system-ui, sans-serif";
+  ctx.fillText("emotion mix, last " + HISTORY_S / 60 + " min", 6, 12);
   if (!legend.childElementCount) {
     for (const l of labels) {
       const s = el("span"); const i = el("i"); i.style.background = colorOf(l);

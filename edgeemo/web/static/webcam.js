@@ -9,11 +9,12 @@ let last = { faces: [] }, busy = false;
 
 function status(text) { document.getElementById("status").textContent = text; }
 
+// The boxes go on a transparent canvas over the video, in the video's own pixels.
 function render() {
   if (video.videoWidth) {
     if (view.width !== video.videoWidth) { view.width = video.videoWidth; view.height = video.videoHeight; }
     const ctx = view.getContext("2d");
-    ctx.drawImage(video, 0, 0);
+    ctx.clearRect(0, 0, view.width, view.height);
     drawFaces(ctx, last.faces || [], 1, 1);
   }
   requestAnimationFrame(render);
@@ -54,6 +55,7 @@ async function start() {
   }
   try {
     video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+    await video.play();
   } catch (e) {
     status("no camera: " + e.message);
     return;
