@@ -9,6 +9,7 @@ import io
 import json
 import struct
 import threading
+import time
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -315,6 +316,12 @@ def test_snapshots_when_turned_on(tmp_path: Path, models_dir: Path, broker: int)
         assert r.status == 200 and r.headers["content-type"] == "image/jpeg"
         img = cv2.imdecode(np.frombuffer(r.body, np.uint8), cv2.IMREAD_COLOR)
         assert img.shape == (512, 512, 3)
+        # A client still following the events does not hold the daemon up when it stops.
+        stream = urllib.request.urlopen(d.base + "/api/events", timeout=30)
+        t0 = time.monotonic()
+        assert d.proc.stop() == 0
+        assert time.monotonic() - t0 < 10, d.proc.log[-2000:]
+        stream.close()
     finally:
         d.proc.stop()
 
