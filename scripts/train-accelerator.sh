@@ -35,6 +35,10 @@ STUDENT_SEEDS=${STUDENT_SEEDS:-1 2}
 STUDENT_ARGS=${STUDENT_ARGS:---width 32}
 EXTRA_ARGS=${EXTRA_ARGS:-}  # appended to every train run, e.g. "--limit 512" for a rehearsal
 TEACHER_VIEWS=${TEACHER_VIEWS:-24}
+# CROSSFIT=1: teacher i of n trains on all but fold i of n and, when distilling, labels only the
+# faces it never saw (the VGG pair of the first lease memorised its training labels: 95.9%
+# agreement, so its "soft" targets were the labels again). n = the number of TEACHER_SEEDS.
+CROSSFIT=${CROSSFIT:-0}
 
 if [[ $MODE == finish ]]; then
     # The students are an ensemble like the CPU recipe's: scripts/train.sh exports, measures
@@ -138,8 +142,13 @@ if [[ -n ${TEACHERS:-} ]]; then
 else
     T_BUDGET=$(budget "$(awk -v b="$BUDGET_S" -v s="${TEACHER_SHARE:-0}" 'BEGIN { printf "%d", b * s }')")
     specs=()
+    n_teachers=$(wc -w <<<"$TEACHER_SEEDS")
+    k=0
     for seed in $TEACHER_SEEDS; do
-        specs+=("t$seed|--arch vgg --seed $seed --time-budget $T_BUDGET ${TEACHER_EXTRA[*]} $EXTRA_ARGS")
+        fold=""
+        [[ $CROSSFIT == 1 ]] && fold="--fold $k/$n_teachers"
+        specs+=("t$seed|--arch vgg --seed $seed $fold --time-budget $T_BUDGET ${TEACHER_EXTRA[*]} $EXTRA_ARGS")
+        k=$((k + 1))
     done
     say "teachers (seeds $TEACHER_SEEDS) start, ${T_BUDGET}s each"
     teachers_ok=1

@@ -112,6 +112,39 @@ print(clean, augmented, sums, float((again - pb).abs().max()) < 1e-4)
     assert r.stdout.strip() == "True True True True"
 
 
+def test_cross_fitted_teachers_label_only_the_faces_they_never_saw() -> None:
+    py = _train_python()
+    code = """
+import numpy as np, torch
+import torch.nn.functional as F
+from edgeemo.training.distill import build_view_bank, fold_of, teacher_folds, teacher_probs
+from edgeemo.training.net import EmoNet, Ensemble
+torch.manual_seed(0)
+a, b = EmoNet(width=8).eval(), EmoNet(width=8).eval()
+teacher = Ensemble([a, b], [((0, 2), 100), ((1, 2), 100)])
+folds = teacher_folds(teacher, ["a.pt", "b.pt"], 100, 40, torch.device("cpu"))
+f = fold_of(100, 2)[:40]
+exact = bool((folds[0].numpy() == (f == 0)).all() and (folds[1].numpy() == (f == 1)).all())
+x = torch.rand(40, 1, 48, 48)
+p = teacher_probs(teacher, x, folds)
+with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    pa, pb = F.softmax(a(x).float(), 1), F.softmax(b(x).float(), 1)
+want = torch.where(torch.from_numpy(f == 0)[:, None], pa, pb)
+own = float((p - want).abs().max()) < 1e-3
+balanced = abs(int((fold_of(28000, 3) == 0).sum()) - 28000 // 3) <= 1
+bank = build_view_bank(teacher, x, 2, torch.Generator().manual_seed(0), batch=16, folds=folds)
+sums = bool(torch.allclose(bank.probs.sum(-1), torch.ones(2, 40), atol=1e-3))
+try:
+    teacher_folds(teacher, ["a.pt", "b.pt"], 99, 40, torch.device("cpu"))
+    named = False
+except SystemExit as e:
+    named = "a.pt" in str(e) and "--val" in str(e)
+print(exact, own, balanced, sums, named)
+"""
+    r = subprocess.run([str(py), "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.stdout.strip() == "True True True True True", r.stdout + r.stderr[-2000:]
+
+
 def test_ferplus_targets_mix_votes_and_labels() -> None:
     from edgeemo.ferdata import ferplus_distribution, ferplus_majority
 
@@ -133,7 +166,7 @@ def test_accelerator_recipe_dry_run_brings_back_every_step(tmp_path: Path) -> No
     out, work = tmp_path / "out", tmp_path / "work"
     env = os.environ | {
         "TRAIN_PY": str(py), "ACCEL_OUT": str(out), "ACCEL_WORK": str(work), "FER2013_DIR": str(data),
-        "EDGEEMO": str(ROOT / ".venv" / "bin" / "edgeemo"),
+        "EDGEEMO": str(ROOT / ".venv" / "bin" / "edgeemo"), "CROSSFIT": "1",
     }  # fmt: skip
     r = subprocess.run(
         ["bash", "scripts/train-accelerator.sh", "--dry-run"],
@@ -150,6 +183,9 @@ def test_accelerator_recipe_dry_run_brings_back_every_step(tmp_path: Path) -> No
     for name in ("t1/model.pt", "t2/model.pt", "m1/model.pt", "m2/model.pt", "m1/curve.json", "t1.log"):
         assert f"./{name}" in listing.split()
     assert json.loads((work / "t1" / "curve.json").read_text())[0]["epoch"] == 1
+    # CROSSFIT=1: each teacher trained on its half of the slice and labelled only the other.
+    assert "fold 0/2: training on" in (work / "t1.log").read_text()
+    assert "fold 1/2: training on" in (work / "t2.log").read_text()
     assert inspect_tflite(out / "models" / "edgeemo_fer_int8.tflite")["float_tensors"] == 0
     report = json.loads((out / "eval_fer2013.json").read_text())
     assert 0 <= report["accuracy"] <= 1 and report["ms_per_face"] > 0

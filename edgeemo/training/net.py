@@ -115,9 +115,11 @@ class Ensemble(torch.nn.Module):
     0.3 ms network per face at inference).
     """
 
-    def __init__(self, nets: list[torch.nn.Module]) -> None:
+    def __init__(self, nets: list[torch.nn.Module], folds: list | None = None) -> None:
         super().__init__()
         self.nets = torch.nn.ModuleList(nets)
+        # Per net: ((K, N), faces in the split) when trained with --fold K/N, else None.
+        self.folds = folds or [None] * len(nets)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = [torch.softmax(net(x), dim=1) for net in self.nets]
@@ -125,7 +127,7 @@ class Ensemble(torch.nn.Module):
 
 
 def load_trained(checkpoints: list[Path]) -> Ensemble:
-    nets = []
+    nets, folds = [], []
     for path in checkpoints:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         net = build_net(ck["args"])
@@ -133,4 +135,10 @@ def load_trained(checkpoints: list[Path]) -> Ensemble:
         state = ck["state_dict"]
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         nets.append(net)
-    return Ensemble(nets).eval()
+        fold, n_total = ck["args"].get("fold"), ck["args"].get("n_total")
+        if fold:
+            k, _, n = str(fold).partition("/")
+            folds.append(((int(k), int(n)), n_total))
+        else:
+            folds.append(None)
+    return Ensemble(nets, folds).eval()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from edgeemo.ferdata import FER2013_CLASSES, ferplus_majority
 from edgeemo.training.augment import augment
 from edgeemo.training.data import Split, load_split
-from edgeemo.training.distill import build_view_bank
+from edgeemo.training.distill import build_view_bank, fold_of, teacher_folds
 from edgeemo.training.net import ARCHS, EmoNet, VGGTeacher, load_trained
 
 
@@ -122,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="distil from this trained model.pt (repeat: the teachers' mean probabilities)",
     )
+    p.add_argument(
+        "--fold",
+        default=None,
+        metavar="K/N",
+        help="train on all but fold K of N (a fixed split of the training set): N teachers with "
+        "--fold 0/N .. N-1/N each label, when distilling, only the faces they never saw",
+    )
     p.add_argument("--teacher-views", type=int, default=12, help="views per image the teacher labels")
     p.add_argument("--teacher-weight", type=float, default=0.7, help="teacher's share of the target")
     a = p.parse_args(argv)
@@ -132,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--device {a.device}: PyTorch sees no CUDA device (torch {torch.__version__})")
     if a.teacher_views < 1 or not 0 <= a.teacher_weight <= 1:
         p.error("--teacher-views must be at least 1 and --teacher-weight between 0 and 1")
+    fold = None
+    if a.fold is not None:
+        k, _, n_folds = a.fold.partition("/")
+        if not (k.isdigit() and n_folds.isdigit() and 0 <= int(k) < int(n_folds) and int(n_folds) >= 2):
+            p.error(f"--fold {a.fold}: expected K/N with 0 <= K < N and N >= 2, e.g. 0/3")
+        fold = (int(k), int(n_folds))
 
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
@@ -162,7 +175,17 @@ def main(argv: list[str] | None = None) -> int:
         val_images, val_labels = train.images[order[: a.val]], train.labels[order[: a.val]]
         keep = np.sort(order[a.val :])
         train = Split(train.images[keep], train.labels[keep], train.targets[keep])
-    n = a.limit or len(train.labels)
+    n_total = len(train.labels)  # the fold split is over these, so teachers and students agree
+    if a.limit:
+        train = Split(train.images[: a.limit], train.labels[: a.limit], train.targets[: a.limit])
+    if fold is not None:
+        keep = np.flatnonzero(fold_of(n_total, fold[1])[: len(train.labels)] != fold[0])
+        train = Split(train.images[keep], train.labels[keep], train.targets[keep])
+        print(
+            f"fold {fold[0]}/{fold[1]}: training on {len(keep)} faces; the rest are for distilling",
+            flush=True,
+        )
+    n = len(train.labels)
     # FER2013 is small (28k x 48 x 48): the whole set lives on the device.
     x_all = torch.from_numpy(train.images[:n]).to(dev).float().div_(255).unsqueeze(1)
     t_all = torch.from_numpy(train.targets[:n]).to(dev)
@@ -172,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     bank = None
     if a.teacher:
         t_start = time.time()
-        bank = build_view_bank(load_trained(a.teacher).to(dev), x_all, a.teacher_views, g)
+        teacher = load_trained(a.teacher)
+        folds = None
+        if any(f is not None for f in teacher.folds):
+            folds = teacher_folds(teacher, a.teacher, n_total, n, dev)
+        bank = build_view_bank(teacher.to(dev), x_all, a.teacher_views, g, folds=folds)
         agree = (bank.probs[0].argmax(1).cpu() == torch.from_numpy(train.labels[:n])).float().mean()
         print(
             f"teacher: {a.teacher_views} views labelled in {(time.time() - t_start) / 60:.1f} min; "
@@ -271,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         state = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
         if a.save_bf16:
             state = {k: v.bfloat16() if v.is_floating_point() else v for k, v in state.items()}
-        args = vars(a) | {"data": str(a.data), "out": str(a.out), "epochs": plan.total}
+        args = vars(a) | {"data": str(a.data), "out": str(a.out), "epochs": plan.total, "n_total": n_total}
         args["teacher"] = [str(t) for t in a.teacher or []]
         torch.save({"state_dict": state, "args": args, "epoch": epoch}, a.out / "model.pt")
         (a.out / "curve.json").write_text(json.dumps(curve, indent=1))
