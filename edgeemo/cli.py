@@ -61,7 +61,8 @@ def parse_http(value: str) -> dict[str, Any]:
     host, sep, port = value.rpartition(":")
     if not sep:
         host, port = "", value
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    bad_host = "/" in host or host.count("[") != host.count("]") or (":" in host and not host.startswith("["))
+    if bad_host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"--http {value}: expected HOST:PORT, e.g. 127.0.0.1:8780 or 0.0.0.0:8780")
     return {"enabled": True, "host": host.strip("[]") or "127.0.0.1", "port": int(port)}
 

@@ -254,7 +254,7 @@ class HTTPConfig(_Strict):
     )
     max_body_mb: float = Field(8.0, gt=0, le=256, description="larger /predict bodies get 413")
     max_image_mpx: float = Field(
-        40.0, gt=0, le=1000, description="larger /predict images (megapixels) get 413 before decoding"
+        24.0, gt=0, le=100, description="larger /predict images (megapixels) get 413 before decoding"
     )
     predict_workers: int = Field(1, ge=1, le=16, description="/predict requests analysed at once")
     predict_queue: int = Field(4, ge=0, le=256, description="more waiting than this: 429 at once")

@@ -39,6 +39,7 @@ class CameraHealth:
 
     name: str
     frames: int = 0
+    analysed: int = 0  # frames run through the models (its own counter: scrapes see it only rise)
     errors: int = 0  # frames that raised in analysis (skipped)
     skipped: int = 0  # frames not analysed (motion gate or steady faces)
     progress_at: float = field(default_factory=time.monotonic)  # the loop went round (watchdog)
@@ -51,7 +52,9 @@ class CameraHealth:
     def frame_done(self, analysed: bool, detect_ms: float | None, classify_ms: float | None) -> None:
         self.frames += 1
         self._done_at.append(time.monotonic())
-        if not analysed:
+        if analysed:
+            self.analysed += 1
+        else:
             self.skipped += 1
         if detect_ms is not None:
             self.detect_ms.append(detect_ms)
@@ -69,7 +72,11 @@ class CameraHealth:
         recent = [t for t in self._done_at if now - t <= 10.0]
         if len(recent) < 2:
             return 0.0
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+        span = recent[-1] - recent[0]
+        # A loop that has stopped delivering: count the silence too, so the rate falls.
+        if now - recent[-1] > max(1.0, 3 * span / (len(recent) - 1)):
+            span = now - recent[0]
+        return (len(recent) - 1) / max(span, 1e-6)
 
 
 class Reader(Protocol):

@@ -150,6 +150,13 @@ BAD = {
         "GIF",
     ),
     "decompression bomb": (png_claiming(12000, 12000), "image/png", 413, "megapixels"),
+    "JSON nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "not valid JSON"),
+    "JSON with a 5,000-digit number": (
+        b'{"frame": ' + b"9" * 5000 + b"}",
+        "application/json",
+        400,
+        "not valid JSON",
+    ),
     "bomb past Pillow's bound": (png_claiming(60000, 60000), "image/png", 413, "megapixels"),
 }
 
@@ -160,6 +167,67 @@ def test_predict_rejects_bad_input_with_a_json_4xx(web: WebDaemon, case: str) ->
     r = web.post("/predict", body, kind)
     assert r.status == status, (case, r.status, r.body)
     assert words in r.json()["error"], r.json()
+
+
+def test_predict_reads_big_16_bit_and_multi_picture_photos(web: WebDaemon) -> None:
+    from PIL import Image
+
+    astro = cv2.imread(str(web.media / "astronaut.png"))
+    # A 12 MP photo: read shrunk (the detector's memory), boxes in the photo's own pixels.
+    big = cv2.resize(astro, (3456, 3456), interpolation=cv2.INTER_CUBIC)
+    r = web.post("/predict", cv2.imencode(".jpg", big)[1].tobytes(), "image/jpeg")
+    body = r.json()
+    assert r.status == 200 and body["emotion"] == "happy" and (body["width"], body["height"]) == (3456, 3456)
+    x, _, w, _ = body["faces"][0]["box"]
+    assert 100 * 6.75 < x < 260 * 6.75 and 60 * 6.75 < w < 160 * 6.75
+    # 16-bit grey PNG: its top 8 bits, not a white page.
+    grey16 = cv2.cvtColor(astro, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+    r = web.post("/predict", cv2.imencode(".png", grey16)[1].tobytes(), "image/png")
+    assert r.status == 200 and len(r.json()["faces"]) == 1
+    # A JPEG with a multi-picture segment (Pillow says "MPO"), as some phones write.
+    rgb = Image.fromarray(astro[:, :, ::-1])
+    buf = io.BytesIO()
+    rgb.save(buf, "MPO", save_all=True, append_images=[rgb])
+    r = web.post("/predict", buf.getvalue(), "image/jpeg")
+    assert r.status == 200 and r.json()["emotion"] == "happy"
+
+
+def test_a_client_leaving_mid_upload_is_not_an_error(web: WebDaemon) -> None:
+    import socket
+
+    host, port = web.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: 1000\r\n\r\nabc"
+        )
+        time.sleep(0.3)
+    time.sleep(0.5)
+    metrics = web.get("/metrics").body.decode()
+    assert 'edgeemo_predict_requests_total{code="500"}' not in metrics
+    assert "failed on an image it had accepted" not in web.proc.log
+
+
+def test_without_a_token_only_loopback_host_names_are_answered(web: WebDaemon) -> None:
+    # DNS rebinding: a page the appliance's own browser visits must not read the API.
+    r = web.get("/api/cameras", headers={"Host": "attacker.example"})
+    assert r.status == 403 and "loopback" in r.json()["error"]
+    port = web.base.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        assert web.get("/health", headers={"Host": host}).status == 200, host
+
+
+def test_a_returning_event_client_gets_what_it_missed(web: WebDaemon) -> None:
+    recent = web.get("/api/events/recent").json()["events"]
+    assert len(recent) >= 2 and all(isinstance(e["seq"], int) for e in recent)
+    first = recent[0]["seq"]
+    req = urllib.request.Request(web.base + "/api/events", headers={"Last-Event-ID": str(first)})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        for raw in r:
+            line = raw.decode()
+            if line.startswith("data:"):
+                assert json.loads(line[5:])["seq"] == recent[1]["seq"]  # the next one, replayed
+                break
 
 
 def test_predict_rejects_a_20_mb_body_with_413(web: WebDaemon) -> None:
@@ -302,6 +370,9 @@ def test_token_guards_everything_but_the_pages(tmp_path: Path, models_dir: Path,
             assert d.get(path, headers={"Authorization": "Bearer wrong"}).status == 401
         assert d.post("/predict", b"x", "image/jpeg").status == 401
         assert d.get("/health", headers={"Authorization": "Bearer s3cret-Token"}).status == 200
+        # The scheme is case-insensitive (RFC 7235); a token host name needs no loopback Host.
+        ok = {"Authorization": "bearer s3cret-Token", "Host": "gateway.lan"}
+        assert d.get("/health", headers=ok).status == 200
         assert d.get("/").status == 200 and d.get("/static/common.js").status == 200
     finally:
         d.proc.stop()
@@ -365,7 +436,7 @@ def test_http_flag_parses(value: str, want: tuple[str, int]) -> None:
     assert (got["host"], got["port"]) == want and got["enabled"] is True
 
 
-@pytest.mark.parametrize("value", ["host:port", "127.0.0.1:99999", ""])
+@pytest.mark.parametrize("value", ["host:port", "127.0.0.1:99999", "", "http://127.0.0.1:8000", "[::1:80"])
 def test_http_flag_rejects_nonsense(value: str) -> None:
     with pytest.raises(ConfigError, match="HOST:PORT"):
         parse_http(value)
@@ -384,7 +455,8 @@ def test_decode_turns_exif_rotation_upright() -> None:
     exif[0x0112] = 6  # rotate 90° clockwise to display
     buf = io.BytesIO()
     img.save(buf, "JPEG", exif=exif)
-    assert decode(buf.getvalue(), 10**6).shape == (40, 20, 3)
+    image, scale = decode(buf.getvalue(), 10**6)
+    assert image.shape == (40, 20, 3) and scale == 1
 
 
 def test_image_bytes_takes_bare_base64_too() -> None:

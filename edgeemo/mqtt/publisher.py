@@ -400,11 +400,12 @@ class Publisher:
                     self.dropped,
                 )
 
-    def event(self, camera: str, event: dict) -> None:
-        """Store durably (assigning ``seq``); the delivery thread sends it."""
+    def event(self, camera: str, event: dict) -> int:
+        """Store durably (assigning ``seq``, returned); the delivery thread sends it."""
         # Never raises: memory backs the disk.
         self._last_added = self.outbox.add(self.topics.event(camera), event)
         self._wake.set()
+        return self._last_added
 
     def state(self, camera: str, state: dict) -> None:
         # The events that changed the state go first (face_left before faces 0); this waits

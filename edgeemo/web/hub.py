@@ -60,8 +60,9 @@ class LiveHub:
 
     # -- the camera loops' sink: pass on first, then keep what the pages need ------------------
     def event(self, camera: str, event: dict) -> None:
-        self.inner.event(camera, event)
-        item = {"seq": next(self._seq), **event}
+        seq = self.inner.event(camera, event)
+        # The MQTT event's own seq where the sink gives one (the publisher's outbox does).
+        item = {**event, "seq": seq if isinstance(seq, int) else next(self._seq)}
         with self._lock:
             view = self.cameras.setdefault(camera, CameraView())
             kind = str(event.get("event_type"))

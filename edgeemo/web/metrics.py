@@ -54,7 +54,7 @@ class DaemonCollector(Collector):
         emo = HistogramMetricFamily("edgeemo_classify_seconds", "emotion model time per face", labels=cam)
         for c in self.health.cameras:
             h, name = c.loop.health, [c.name]
-            analysed.add_metric(name, h.frames - h.skipped)
+            analysed.add_metric(name, h.analysed)
             skipped.add_metric(name, h.skipped)
             dropped.add_metric(name, c.reader.dropped)
             bad.add_metric(name, c.reader.bad_frames)
@@ -101,5 +101,8 @@ class Metrics:
             registry=self.registry,
         )
         self.requests = Counter(
-            "edgeemo_http_requests", "HTTP requests answered", ["path", "code"], registry=self.registry
+            "edgeemo_predict_requests",
+            "/predict answers by status (499: the client left)",
+            ["code"],
+            registry=self.registry,
         )

@@ -8,6 +8,7 @@ shared models (their locks are all a camera can wait on, for one face's inferenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -24,7 +25,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -36,7 +37,7 @@ from edgeemo.config import HTTPConfig
 from edgeemo.errors import EdgeemoError
 from edgeemo.health import Health
 from edgeemo.web.hub import LiveHub
-from edgeemo.web.images import BadImage, decode, image_bytes
+from edgeemo.web.images import BadImage, check_type, decode, image_bytes
 from edgeemo.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ STATIC = Path(__file__).parent / "static"
 PUBLIC = ("/", "/webcam", "/favicon.ico")  # pages and their files hold no data: no token
 DRAIN_MAX = 64 * 2**20  # an over-limit body is read and dropped up to this, so its sender sees 413
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies and dead-client detection honest
+BODY_TIMEOUT_S = 20.0  # a /predict body must arrive within this (slow senders hold a slot)
+MAX_UPLOADS = 16  # /predict bodies arriving at once; more: 429
+MAX_CONNECTIONS = 128  # open connections and streams; more: uvicorn answers 503
 
 
 class WebError(EdgeemoError):
@@ -59,31 +63,47 @@ class WebContext:
     token: str | None
 
 
-class BearerAuth:
-    """Every request but the static pages needs ``Authorization: Bearer <token>`` when a token
-    is set (the pages ask for it and send it with their own requests)."""
+class Guard:
+    """Who may ask. With a token, every request but the static pages needs ``Authorization:
+    Bearer <token>`` (the pages ask for it and send it with their own requests). Without one
+    (loopback only), the Host must be a loopback name too: otherwise a web page the appliance's
+    own browser visits could read the API through DNS rebinding."""
+
+    LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
-        self.token = f"Bearer {token}".encode() if token else None
+        self.token = token.encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if (
-            self.token is not None
-            and scope["type"] == "http"
-            and not (path in PUBLIC or path.startswith("/static/"))
-        ):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.token):
-                response = JSONResponse(
-                    {"error": "a bearer token is required: send Authorization: Bearer <token>"},
-                    401,
-                    headers={"WWW-Authenticate": 'Bearer realm="edgeemo"'},
-                )
-                await response(scope, receive, send)
+        if scope["type"] == "http":
+            problem = self._problem(scope)
+            if problem is not None:
+                status, message = problem
+                headers = {"WWW-Authenticate": 'Bearer realm="edgeemo"'} if status == 401 else None
+                await JSONResponse({"error": message}, status, headers=headers)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _problem(self, scope: Scope) -> tuple[int, str] | None:
+        headers = scope["headers"]
+        if self.token is None:
+            host = next((v for k, v in headers if k == b"host"), b"").decode("latin-1").strip().lower()
+            name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+            if name not in self.LOOPBACK_HOSTS:
+                return (
+                    403,
+                    f"Host {host[:80]!r} is not allowed: without a token the web face answers loopback only",
+                )
+            return None
+        path = scope.get("path", "")
+        if path in PUBLIC or path.startswith("/static/"):
+            return None
+        auth = [v for k, v in headers if k == b"authorization"]
+        scheme, _, given = auth[0].strip().partition(b" ") if len(auth) == 1 else (b"", b"", b"")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+            return 401, "a bearer token is required: send Authorization: Bearer <token>"
+        return None
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -94,7 +114,8 @@ class Api:
     def __init__(self, ctx: WebContext) -> None:
         self.ctx = ctx
         self.metrics = Metrics(ctx.health, ctx.hub)
-        self._inflight = 0  # /predict requests admitted (running or waiting); event loop only
+        # /predict requests whose body is arriving, and those analysed or waiting (event loop only).
+        self._uploading = self._queued = 0
         self._slots: asyncio.Semaphore | None = None
         self._snapshots: dict[str, tuple[int, bytes]] = {}  # camera → (frame seq, JPEG)
         self.stopping = False
@@ -111,31 +132,53 @@ class Api:
 
     # -- /predict --------------------------------------------------------------------------
     async def predict(self, request: Request) -> Response:
-        cfg = self.ctx.cfg
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(cfg.predict_workers)
-        if self._inflight >= cfg.predict_workers + cfg.predict_queue:
-            self.metrics.requests.labels("/predict", "429").inc()
-            busy = f"busy: {self._inflight} requests are being analysed; try again"
-            return _error(429, busy, **{"Retry-After": "1"})
-        self._inflight += 1
         t0 = time.perf_counter()
         try:
-            body = await self._body(request, int(cfg.max_body_mb * 1024 * 1024))
-            data = image_bytes(request.headers.get("content-type", ""), body)
-            async with self._slots:
-                result = await run_in_threadpool(self._analyse, data)
-            code, response = 200, JSONResponse(result)
-        except BadImage as e:
-            code, response = e.status, _error(e.status, str(e))
+            code, response = await self._predict(request)
+        except ClientDisconnect:  # the client left mid-upload: nobody to answer
+            code, response = 499, Response(status_code=400)
         except Exception:  # ours, not the client's: say so, keep serving
             log.exception("http: /predict failed on an image it had accepted")
             code, response = 500, _error(500, "the analysis failed; the daemon's log has the details")
-        finally:
-            self._inflight -= 1
-        self.metrics.predict_seconds.observe(time.perf_counter() - t0)
-        self.metrics.requests.labels("/predict", str(code)).inc()
+        if code == 200:
+            self.metrics.predict_seconds.observe(time.perf_counter() - t0)
+        self.metrics.requests.labels(str(code)).inc()
         return response
+
+    async def _predict(self, request: Request) -> tuple[int, Response]:
+        cfg = self.ctx.cfg
+        if self.stopping:
+            return 503, _error(503, "edgeemo is stopping", **{"Retry-After": "5"})
+        content_type = request.headers.get("content-type", "")
+        # Uploads and analyses are bounded apart: slow senders cannot hold the analysis queue.
+        if self._uploading >= MAX_UPLOADS or self._queued >= cfg.predict_workers + cfg.predict_queue:
+            busy = f"busy: {self._queued} images queued, {self._uploading} arriving; try again"
+            return 429, _error(429, busy, **{"Retry-After": "1"})
+        try:
+            check_type(content_type)
+            self._uploading += 1
+            try:
+                body = await asyncio.wait_for(
+                    self._body(request, int(cfg.max_body_mb * 2**20)), BODY_TIMEOUT_S
+                )
+            finally:
+                self._uploading -= 1
+            if self._queued >= cfg.predict_workers + cfg.predict_queue:
+                busy = f"busy: {self._queued} images are being analysed; try again"
+                return 429, _error(429, busy, **{"Retry-After": "1"})
+            self._queued += 1
+            try:
+                if self._slots is None:
+                    self._slots = asyncio.Semaphore(cfg.predict_workers)
+                async with self._slots:
+                    result = await run_in_threadpool(self._analyse, content_type, body)
+            finally:
+                self._queued -= 1
+        except BadImage as e:
+            return e.status, _error(e.status, str(e))
+        except asyncio.TimeoutError:
+            return 408, _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s")
+        return 200, JSONResponse(result)
 
     @staticmethod
     async def _body(request: Request, limit: int) -> bytes:
@@ -157,11 +200,17 @@ class Api:
             raise too_big
         return b"".join(chunks)
 
-    def _analyse(self, data: bytes) -> dict:
-        image = decode(data, int(self.ctx.cfg.max_image_mpx * 1e6))
+    def _analyse(self, content_type: str, body: bytes) -> dict:
+        """On a worker thread: the JSON and base64 too, so a big body never blocks the loop."""
+        image, scale = decode(image_bytes(content_type, body), int(self.ctx.cfg.max_image_mpx * 1e6))
         t0 = time.perf_counter()
         faces = [
-            {"box": f["box"], "score": f["score"], "emotion": f["emotion"], "probabilities": f["scores"]}
+            {
+                "box": [round(v * scale) for v in f["box"]],
+                "score": f["score"],
+                "emotion": f["emotion"],
+                "probabilities": f["scores"],
+            }
             for f in self.ctx.models.analyse_image(image)
         ]
         ms = (time.perf_counter() - t0) * 1000
@@ -171,8 +220,8 @@ class Api:
             "emotion": largest["emotion"] if largest else None,
             "probabilities": largest["probabilities"] if largest else None,
             "faces": faces,
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
+            "width": round(image.shape[1] * scale),
+            "height": round(image.shape[0] * scale),
             "ms": round(ms, 1),
         }
 
@@ -217,10 +266,15 @@ class Api:
     async def events(self, request: Request) -> Response:
         hub = self.ctx.hub
 
+        last_id = request.headers.get("last-event-id", "")
+        missed = [e for e in hub.recent_events() if last_id.isdigit() and e["seq"] > int(last_id)]
+
         async def stream() -> Any:
             sub = hub.subscribe()
             try:
                 yield "retry: 3000\n\n"
+                for item in missed:  # a client coming back (Last-Event-ID): what it missed, if still kept
+                    yield f"id: {item['seq']}\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
                 idle = 0.0
                 while not self.stopping:
                     try:
@@ -291,7 +345,7 @@ def make_app(ctx: WebContext) -> tuple[ASGIApp, Api]:
         ],
         exception_handlers={HTTPException: http_error},
     )
-    return BearerAuth(app, ctx.token), api
+    return Guard(app, ctx.token), api
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -313,6 +367,43 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _OncePerMinute(logging.Filter):
+    """The same message at most once a minute (a client flood can make asyncio log one per
+    refused connection), and a task cancelled by a stop is not an error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            return False
+        key, now = f"{record.name}:{record.msg}", time.monotonic()
+        if now - self._last.get(key, -60.0) < 60.0:
+            return False
+        self._last[key] = now
+        return True
+
+
+def quiet_flooding_loggers() -> None:
+    for name in ("asyncio", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OncePerMinute) for f in logger.filters):
+            logger.addFilter(_OncePerMinute())
+
+
+def raise_fd_limit() -> None:
+    """Each HTTP client holds a file descriptor; systemd's default soft limit is 1024 of a far
+    higher hard one. Raise the soft limit to the hard one (allowed to any process)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 class WebServer:
     """uvicorn on a thread of its own, stopped with the daemon."""
 
@@ -322,6 +413,8 @@ class WebServer:
         self.sock = bind(ctx.cfg.host, ctx.cfg.port)
         self.port: int = self.sock.getsockname()[1]
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # our own line says it all
+        quiet_flooding_loggers()
+        raise_fd_limit()
         config = uvicorn.Config(
             self.app,
             log_config=None,
@@ -332,6 +425,7 @@ class WebServer:
             loop="asyncio",
             timeout_graceful_shutdown=2,
             server_header=False,
+            limit_concurrency=MAX_CONNECTIONS,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, name="http", daemon=True)

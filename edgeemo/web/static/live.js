@@ -27,7 +27,7 @@ function drawBoxes(canvas, cam) {
   const ctx = canvas.getContext("2d");
   ctx.fillStyle = "#0b0d10"; ctx.fillRect(0, 0, w, h);
   ctx.fillStyle = "#3a4048"; ctx.font = "16px system-ui, sans-serif";
-  ctx.fillText("snapshots are off: faces only", 12, 24);
+  ctx.fillText(!cam.online ? "offline" : cam.frame_size ? "snapshots are off: faces only" : "no frame yet", 12, 24);
   drawFaces(ctx, cam.faces || [], 1, 1);
 }
 
@@ -87,7 +87,7 @@ async function refreshCameras() {
     root.querySelector(".age").textContent =
       cam.last_frame_age_s === null || cam.last_frame_age_s === undefined ? "–" : cam.last_frame_age_s.toFixed(1) + " s ago";
     const img = root.querySelector(".snapshot"), boxes = root.querySelector(".boxes");
-    if (data.snapshots && cam.snapshot) {
+    if (data.snapshots && cam.snapshot && cam.online) {
       img.hidden = false; boxes.hidden = true;
       refreshSnapshot(c, name).catch(() => {});
     } else {
@@ -144,8 +144,9 @@ async function start() {
   const recent = await api("/api/events/recent").then((r) => r.json()).catch(() => ({ events: [] }));
   for (const ev of recent.events) addEvent(ev, true);
   refreshHealth().catch(() => {});
-  setInterval(() => refreshCameras().catch(() => {}), 1000);
-  setInterval(() => refreshHealth().catch(() => {}), 5000);
+  // Polling stops while the page waits for its token (askToken reloads it).
+  setInterval(() => { if (!document.querySelector("form.token")) refreshCameras().catch(() => {}); }, 1000);
+  setInterval(() => { if (!document.querySelector("form.token")) refreshHealth().catch(() => {}); }, 5000);
   followEvents();
 }
 start();

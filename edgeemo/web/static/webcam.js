@@ -5,7 +5,7 @@ const INTERVAL_MS = 250;
 const video = document.getElementById("video");
 const view = document.getElementById("view");
 const grab = document.createElement("canvas");
-let last = { faces: [] }, busy = false;
+let last = { faces: [] }, busy = false, pausedUntil = 0;
 
 function status(text) { document.getElementById("status").textContent = text; }
 
@@ -21,7 +21,7 @@ function render() {
 }
 
 async function tick() {
-  if (busy || !video.videoWidth) return;
+  if (busy || !video.videoWidth || Date.now() < pausedUntil) return;
   busy = true;
   grab.width = video.videoWidth; grab.height = video.videoHeight;
   grab.getContext("2d").drawImage(video, 0, 0);
@@ -33,7 +33,13 @@ async function tick() {
       body: JSON.stringify({ frame: grab.toDataURL("image/jpeg", 0.8) }),
     });
     const body = await r.json();
-    if (!r.ok) { status("the appliance answered " + r.status + ": " + body.error); return; }
+    if (!r.ok) {
+      last = { faces: [] };  // stale boxes would mislead
+      status("the appliance answered " + r.status + ": " + body.error);
+      const wait = Number(r.headers.get("Retry-After") || 0);
+      if (wait) { pausedUntil = Date.now() + wait * 1000; }
+      return;
+    }
     last = body;
     const em = document.getElementById("emotion");
     em.textContent = body.emotion || "none";
