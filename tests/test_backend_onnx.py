@@ -6,6 +6,7 @@ selection and the ``fallback:`` rule are tested with.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -176,6 +177,34 @@ def test_emotion_probabilities_match_tflite_within_int8_tolerance(models_dir: Pa
     assert diff.mean() < 0.03
     assert np.percentile(diff.max(axis=1), 95) < 0.3
     assert (p_onnx.argmax(1) == p_tflite.argmax(1)).mean() >= 0.97
+
+
+def test_an_emotion_model_given_in_onnx_alone_runs_on_backend_onnx(models_dir: Path, tmp_path: Path) -> None:
+    """Someone's own emotion model, an .onnx file with its manifest beside it and no TFLite file,
+    given as ``emotion.model: PATH``: backend onnx opens that file on ONNX Runtime (no separate
+    config key is needed; a .tflite model names its ONNX twin with ``onnx_file`` in its manifest
+    instead). Here it is our model under another name, so the answers must be identical."""
+    from edgeemo.analyzer import resolve_emotion
+    from edgeemo.config import EmotionConfig
+
+    built_in = catalog()["edgeemo_fer_int8"]
+    mine = tmp_path / "my_emotion.onnx"
+    mine.write_bytes((models_dir / str(built_in.onnx_file)).read_bytes())
+    manifest = built_in.model_dump(mode="json", exclude_none=True)
+    manifest.update(name="my_emotion", file=mine.name, sha256=sha256_of(mine))
+    for key in ("onnx_file", "onnx_sha256", "source"):
+        manifest.pop(key, None)
+    (tmp_path / "my_emotion.json").write_text(json.dumps(manifest))
+
+    rm = resolve_emotion(EmotionConfig(model=str(mine)), models_dir)
+    assert rm.files["onnx"] == mine
+    model = open_model(rm, ONNX_CPU, "emotion")
+    assert model.describe() == "onnx (CPUExecutionProvider)"
+    gray = cv2.cvtColor(astronaut_bgr(), cv2.COLOR_BGR2GRAY)
+    faces = np.stack([cv2.resize(gray[y : y + 240, 150:390], (48, 48)) for y in (0, 20, 40)])
+    faces = faces.astype(np.float32)[..., None] / 255.0
+    ours = open_model(resolve("edgeemo_fer_int8", models_dir, "emotion"), ONNX_CPU, "emotion")
+    np.testing.assert_array_equal(model.run(faces)[0], ours.run(faces)[0])
 
 
 def _scene(face_px: int, at: tuple[int, int], size: tuple[int, int] = (1280, 720)) -> np.ndarray:

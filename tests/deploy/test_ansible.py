@@ -3,15 +3,19 @@
 Order matters: each test starts from the fleet the previous one left. A first rollout, a
 rerun that changes nothing, a config change that restarts once, a bad config that fails
 before the running service is touched, a broken release that stops after one gateway, and
-new code under the same version number, rolled out and then rolled back.
+new code under the same version number, rolled out and then rolled back; then backend onnx on
+one gateway, given an onnxruntime-gpu wheel (a stand-in: tests/deploy/wheels.py), and back.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +25,7 @@ import yaml
 
 from edgeemo.tools.devtools import make_demo_clip, mosquitto_path
 from tests.deploy.targets import ROOT, Target, base_root, missing_capability
+from tests.deploy.wheels import renamed_wheel
 
 pytestmark = pytest.mark.deploy
 ANSIBLE = ROOT / "ansible"
@@ -28,6 +33,8 @@ PLAYBOOK_BIN = Path(
     os.environ.get("ANSIBLE_PLAYBOOK", ROOT / ".venv-deploy" / "bin" / "ansible-playbook")
 ).absolute()
 BROKER_PORT = 18830
+DROPIN = "/etc/systemd/system/edgeemo.service.d/jetson-gpu.conf"
+VENV_PY = "/opt/edgeemo/venv/bin/python"
 
 
 class Fleet:
@@ -210,3 +217,81 @@ def test_new_code_same_version_is_rolled_out_and_back(fleet: Fleet) -> None:
 def _count_starts(t: Target) -> int:
     out = t.ssh("journalctl -u edgeemo --no-pager -o cat", timeout=60).stdout
     return sum(1 for line in out.splitlines() if line.startswith("Started edgeemo.service"))
+
+
+def _installed(t: Target, project: str) -> str:
+    """The version of `project` in the gateway's venv, or "-"."""
+    code = (
+        "import importlib.metadata as m\n"
+        f"try: print(m.version({project!r}))\nexcept m.PackageNotFoundError: print('-')"
+    )
+    return t.ssh(f"{VENV_PY} -c {shlex.quote(code)}").stdout.strip()
+
+
+def _onnxruntime_gpu_stand_in(work: Path) -> Path:
+    """PyPI's onnxruntime wheel for the targets (Debian bookworm: x86_64, Python 3.11), the same
+    version as this venv's, renamed onnxruntime_gpu and tagged linux_x86_64 as NVIDIA's are."""
+    version = importlib.metadata.version("onnxruntime")
+    dest = work / "pypi"
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+         "--implementation", "cp", "--python-version", "3.11",
+         *[a for m in range(17, 37) for a in ("--platform", f"manylinux_2_{m}_x86_64")],
+         "--platform", "manylinux2014_x86_64", "--dest", str(dest), f"onnxruntime=={version}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    (src,) = dest.glob("onnxruntime-*.whl")
+    return renamed_wheel(src, work / "given")
+
+
+def test_onnx_backend_gets_the_given_onnxruntime_gpu_wheel_and_the_gpu_devices(fleet: Fleet) -> None:
+    """backend onnx on gw1 with an onnxruntime_gpu wheel file given on the controller: the role
+    installs that file (not PyPI's onnxruntime), the unit gets the Jetson GPU drop-in, the daemon
+    runs its models on that ONNX Runtime (CPU provider: there is no GPU here, fallback: cpu).
+    gw2 (backend cpu) gets neither. A rerun changes nothing; back to cpu removes the drop-in."""
+    t1, t2 = fleet.targets
+    wheel = _onnxruntime_gpu_stand_in(fleet.work)
+    version = wheel.name.split("-")[1]
+    t2_pid, t1_starts = main_pid(t2), _count_starts(t1)
+    fleet.host_vars[t1.name]["edgeemo_config_extra"] = {"inference": {"backend": "onnx"}}
+    fleet.host_vars[t1.name]["edgeemo_onnxruntime_wheel"] = str(wheel)
+
+    r = fleet.play()
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert _installed(t1, "onnxruntime-gpu") == version and _installed(t1, "onnxruntime") == "-"
+    # pip installed the file the controller was given, copied into the gateway's wheelhouse.
+    dist_info = f"/opt/edgeemo/venv/lib/python3.11/site-packages/onnxruntime_gpu-{version}.dist-info"
+    origin = t1.ssh(f"cat {dist_info}/direct_url.json").stdout
+    assert f"/opt/edgeemo/wheelhouse/{wheel.name}" in origin, origin
+    assert "backend: onnx" in t1.ssh("cat /etc/edgeemo/edgeemo.yaml").stdout
+    assert t1.ssh("systemctl is-active edgeemo").stdout.strip() == "active"
+    assert _count_starts(t1) == t1_starts + 1
+    allow = t1.ssh("systemctl show -p DeviceAllow --value edgeemo").stdout
+    assert "/dev/nvmap rw" in allow and "/dev/nvhost-ctrl-gpu rw" in allow and "char-video4linux rw" in allow
+    journal = t1.ssh("journalctl -u edgeemo --no-pager -o cat", timeout=60).stdout
+    runs = r"edgeemo_fer_int8\.onnx runs on onnx \(CPUExecutionProvider\)"
+    assert re.search(runs, journal), journal[-3000:]
+    # gw2 (backend cpu): no GPU devices, no ONNX Runtime, not restarted.
+    assert t2.ssh(f"test -e {DROPIN}", check=False).returncode != 0
+    assert "/dev/nv" not in t2.ssh("systemctl show -p DeviceAllow --value edgeemo").stdout
+    assert _installed(t2, "onnxruntime-gpu") == "-" and _installed(t2, "onnxruntime") == "-"
+    assert main_pid(t2) == t2_pid
+
+    again = fleet.play()
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert all(row["changed"] == 0 for h, row in recap(again.stdout).items() if h != "localhost"), (
+        again.stdout[-2000:]
+    )
+
+    del (
+        fleet.host_vars[t1.name]["edgeemo_config_extra"],
+        fleet.host_vars[t1.name]["edgeemo_onnxruntime_wheel"],
+    )
+    back = fleet.play()
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert t1.ssh(f"test -e {DROPIN}", check=False).returncode != 0
+    assert "/dev/nv" not in t1.ssh("systemctl show -p DeviceAllow --value edgeemo").stdout
+    assert "backend" not in t1.ssh("cat /etc/edgeemo/edgeemo.yaml").stdout
+    assert t1.ssh("systemctl is-active edgeemo").stdout.strip() == "active"
+    assert _count_starts(t1) == t1_starts + 2
