@@ -63,8 +63,14 @@ def _skimage(name: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR if img.ndim == 2 else cv2.COLOR_RGB2BGR)
 
 
-def heldout_backgrounds(w: int, h: int) -> list[np.ndarray]:
-    names = ["coffee", "chelsea", "rocket", "brick", "grass", "gravel"]
+BACKGROUNDS = ["coffee", "chelsea", "rocket", "brick", "grass", "gravel"]
+# --seed other than the default: other backgrounds and placements, for a second look at
+# settings chosen while watching the first.
+OTHER_BACKGROUNDS = ["hubble_deep_field", "immunohistochemistry", "coins", "moon", "page", "clock"]
+DEFAULT_SEED = 2026
+
+
+def heldout_backgrounds(w: int, h: int, names: list[str]) -> list[np.ndarray]:
     return [cv2.resize(_skimage(n), (w, h), interpolation=cv2.INTER_CUBIC) for n in names]
 
 
@@ -124,12 +130,12 @@ def _feather(n: int) -> np.ndarray:
 
 
 def build_heldout(
-    work: Path, size: tuple[int, int], per_frame: int = 6, frames_per_width: int = 6
+    work: Path, size: tuple[int, int], per_frame: int = 6, frames_per_width: int = 6, seed: int = DEFAULT_SEED
 ) -> list[Item]:
     w, h = size
-    bgs = heldout_backgrounds(w, h)
+    bgs = heldout_backgrounds(w, h, BACKGROUNDS if seed == DEFAULT_SEED else OTHER_BACKGROUNDS)
     faces = heldout_faces()
-    rng = np.random.default_rng(2026)
+    rng = np.random.default_rng(seed)
     items = []
     for width in WIDTHS:
         # No more than 2.5x upscaling: a 37 px face blown up to 160 px is a blur, not a face.
@@ -282,6 +288,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", choices=["heldout", "dev"], default="heldout")
     ap.add_argument("--size", default="1920x1080")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="heldout: placements (and backgrounds)")
     ap.add_argument("--workdir", help="where the frames go (default .cache/small_faces/<set>-<size>)")
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds, edgeemo and YuNet alternating")
     ap.add_argument("--core", type=int, default=0, help="the core both run on (-1: not pinned)")
@@ -293,9 +300,10 @@ def main() -> None:
         reference(args.reference, args.reference_threshold)
         return
     size = tuple(int(v) for v in args.size.split("x"))
-    work = Path(args.workdir or ROOT / ".cache" / "small_faces" / f"{args.set}-{args.size}")
+    name = f"{args.set}-{args.size}" + (f"-{args.seed}" if args.seed != DEFAULT_SEED else "")
+    work = Path(args.workdir or ROOT / ".cache" / "small_faces" / name)
     work.mkdir(parents=True, exist_ok=True)
-    items = (build_heldout if args.set == "heldout" else build_dev)(work, size)
+    items = build_heldout(work, size, seed=args.seed) if args.set == "heldout" else build_dev(work, size)
     files = [i.path for i in items]
     core = None if args.core < 0 else args.core
     ours_cmd = [sys.executable, "-m", "edgeemo", "detect", "--json", *args.detect_args.split()]
@@ -314,6 +322,7 @@ def main() -> None:
             {
                 "set": args.set,
                 "size": args.size,
+                "seed": args.seed if args.set == "heldout" else None,
                 "frames": len(items),
                 "faces_per_width": len(items) // len(WIDTHS) * len(items[0].truth),
                 "edgeemo_detect": ours
