@@ -130,14 +130,19 @@ def _feather(n: int) -> np.ndarray:
 
 
 def build_heldout(
-    work: Path, size: tuple[int, int], per_frame: int = 6, frames_per_width: int = 6, seed: int = DEFAULT_SEED
+    work: Path,
+    size: tuple[int, int],
+    per_frame: int = 6,
+    frames_per_width: int = 6,
+    seed: int = DEFAULT_SEED,
+    widths: list[int] = WIDTHS,
 ) -> list[Item]:
     w, h = size
     bgs = heldout_backgrounds(w, h, BACKGROUNDS if seed == DEFAULT_SEED else OTHER_BACKGROUNDS)
     faces = heldout_faces()
     rng = np.random.default_rng(seed)
     items = []
-    for width in WIDTHS:
+    for width in widths:
         # No more than 2.5x upscaling: a 37 px face blown up to 160 px is a blur, not a face.
         pool = [f for f in faces if f[1][2] * 2.5 >= width] or faces
         order = rng.permutation(len(pool))

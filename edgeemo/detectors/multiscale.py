@@ -15,12 +15,13 @@ from edgeemo.config import DetectorConfig
 from edgeemo.detectors.base import Detection, FaceDetector, iou_matrix
 
 # Chosen on scripts/small_faces.py's sets (README): recall at 20-28 px against false faces.
-SMALL_THRESHOLD = 0.3  # YuNet's score here: low, because BlazeFace confirms every candidate
+SMALL_THRESHOLD = 0.15  # YuNet's score here: low, because BlazeFace confirms every candidate
+# (its best detector.max_faces, 10: offering 30 tripled the false faces on textured scenes)
 VERIFY_CONTEXT = 2.0  # the confirming crop is this many times the candidate's size,
 VERIFY_CONTEXT_SMALL = 3.0  # or this under SMALL_PX: BlazeFace needs head and shoulders to see
-SMALL_PX = 48  # a face blown up from 20 px
-SURE_SMALL = 0.6  # a candidate YuNet scores this high needs BlazeFace's CONFIRM_THRESHOLD on the
-CONFIRM_THRESHOLD = 0.5  # crop; a less sure one needs BlazeFace's own (0.6)
+SMALL_PX = 64  # (width; YuNet boxes are taller than wide)
+SURE_SMALL = 0.6  # a small candidate YuNet scores this high needs BlazeFace's CONFIRM_THRESHOLD
+CONFIRM_THRESHOLD = 0.5  # on the crop; any other needs BlazeFace's own (0.6)
 
 
 class MultiScaleDetector(FaceDetector):
@@ -54,10 +55,11 @@ class MultiScaleDetector(FaceDetector):
         small one), see a face there too? YuNet alone takes dogs' heads and textures for faces
         (~1 a 1080p frame at score 0.5); the two together rarely agree on one."""
         x, y, w, h = (float(v) for v in d.box)
-        side = max(w, h) * (VERIFY_CONTEXT_SMALL if max(w, h) < SMALL_PX else VERIFY_CONTEXT)
+        tiny = w < SMALL_PX
+        side = max(w, h) * (VERIFY_CONTEXT_SMALL if tiny else VERIFY_CONTEXT)
         x0, y0 = max(0, round(x + w / 2 - side / 2)), max(0, round(y + h / 2 - side / 2))
         crop = frame[y0 : y0 + round(side), x0 : x0 + round(side)]
-        need = CONFIRM_THRESHOLD if d.score >= SURE_SMALL else self.near_threshold
+        need = CONFIRM_THRESHOLD if tiny and d.score >= SURE_SMALL else self.near_threshold
         found = [f for f in self.confirmer.detect(crop) if f.score >= need]
         if not found:
             return False
