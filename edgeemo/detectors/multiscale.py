@@ -14,8 +14,14 @@ import numpy as np
 from edgeemo.config import DetectorConfig
 from edgeemo.detectors.base import Detection, FaceDetector, iou_matrix
 
-SMALL_THRESHOLD = 0.5  # YuNet's score here: low, because BlazeFace confirms every candidate
-VERIFY_CONTEXT = 2.0  # the confirming crop is this many times the candidate's size
+# Chosen on scripts/small_faces.py's sets (README): recall at 20-28 px against false faces.
+SMALL_THRESHOLD = 0.15  # YuNet's score here: low, because BlazeFace confirms every candidate
+# (its best detector.max_faces, 10: offering 30 tripled the false faces on textured scenes)
+VERIFY_CONTEXT = 2.0  # the confirming crop is this many times the candidate's size,
+VERIFY_CONTEXT_SMALL = 3.0  # or this under SMALL_PX: BlazeFace needs head and shoulders to see
+SMALL_PX = 64  # (width; YuNet boxes are taller than wide)
+SURE_SMALL = 0.6  # a small candidate YuNet scores this high needs BlazeFace's CONFIRM_THRESHOLD
+CONFIRM_THRESHOLD = 0.5  # on the crop; any other needs BlazeFace's own (0.6)
 
 
 class MultiScaleDetector(FaceDetector):
@@ -25,6 +31,11 @@ class MultiScaleDetector(FaceDetector):
         # No model of its own: it composes two detectors (their models are near.model, small.model).
         self.near, self.small, self.cfg = near, small, cfg
         self.model, self.manifest = near.model, near.manifest
+        # The same BlazeFace model with a lower threshold: for a candidate YuNet is fairly sure
+        # of, a weaker answer on a crop centred on it is enough.
+        confirm_cfg = cfg.model_copy(update={"score_threshold": CONFIRM_THRESHOLD, "min_face_px": 1})
+        self.confirmer = type(near)(near.model, near.manifest, confirm_cfg)
+        self.near_threshold = float(getattr(near, "threshold", CONFIRM_THRESHOLD))
 
     def detect(self, frame_bgr: np.ndarray, regions: list[np.ndarray] | None = None) -> list[Detection]:
         dets = self.near.detect(frame_bgr)
@@ -42,12 +53,14 @@ class MultiScaleDetector(FaceDetector):
     def _confirmed(self, frame: np.ndarray, d: Detection) -> bool:
         """Does BlazeFace, on a crop around a YuNet candidate (scaled up to its 128 px input for a
         small one), see a face there too? YuNet alone takes dogs' heads and textures for faces
-        (~1 a 1080p frame at score 0.5); the two together almost never agree on one."""
+        (~1 a 1080p frame at score 0.5); the two together rarely agree on one."""
         x, y, w, h = (float(v) for v in d.box)
-        side = max(w, h) * VERIFY_CONTEXT
+        tiny = w < SMALL_PX
+        side = max(w, h) * (VERIFY_CONTEXT_SMALL if tiny else VERIFY_CONTEXT)
         x0, y0 = max(0, round(x + w / 2 - side / 2)), max(0, round(y + h / 2 - side / 2))
         crop = frame[y0 : y0 + round(side), x0 : x0 + round(side)]
-        found = self.near.detect(crop)
+        need = CONFIRM_THRESHOLD if tiny and d.score >= SURE_SMALL else self.near_threshold
+        found = [f for f in self.confirmer.detect(crop) if f.score >= need]
         if not found:
             return False
         local = d.box - np.array([x0, y0, 0, 0], np.float32)
