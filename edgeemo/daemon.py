@@ -133,7 +133,7 @@ class Daemon:
         if install_signals:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        memory.limit_malloc_arenas()  # before any camera thread allocates
+        memory.tune_malloc()  # before any camera thread allocates
         models = self._open_models()
         self.cameras = [self._build_camera(c, models[c.name]) for c in self.cfg.cameras if c.enabled]
         log.info(
