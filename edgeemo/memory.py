@@ -6,9 +6,10 @@ reader and a loop per camera, FFmpeg's and OpenCV's threads, the arenas held ~30
 with four cameras than two arenas do (``scripts/soak.py``; the README has the figures).
 
 glibc also raises its mmap threshold to the size of the largest block freed (up to 32 MiB),
-after which the detector's multi-MiB working buffers come from the heap, where a freed one
+after which frames and the detector's working buffers come from the heap, where a freed one
 stays resident behind smaller live blocks: four cameras' RSS swung between 158 and 180 MiB
-with it, and held 143-147 MiB with the threshold fixed at 1 MiB (``scripts/soak.py``).
+with it; fixed at 1 MiB it held 143-147 MiB, at 256 KiB 139-141 MiB (``scripts/soak.py``).
+The price: each frame's pages are faulted in afresh, ~0.2 ms a 640x480 frame here.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ import os
 log = logging.getLogger(__name__)
 
 ARENA_MAX = 2
-# Blocks this large are mmap()ed and given back to the system when freed. A 640x480 BGR frame
-# (900 KiB) stays under it: frames are recycled at one size and reuse heap blocks well.
-MMAP_THRESHOLD = 1 << 20
+# Blocks this large (a 640x480 BGR frame is 900 KiB) are mmap()ed and given back when freed.
+MMAP_THRESHOLD = 256 << 10
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter numbers (malloc.h)
 M_ARENA_MAX = -8
 
