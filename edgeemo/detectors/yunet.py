@@ -18,7 +18,6 @@ from edgeemo.detectors.base import Detection, FaceDetector, clip_box
 from edgeemo.modelstore import Manifest
 
 STRIDES = (8, 16, 32)
-REGION_MAX_PX = 480  # a larger region is scanned shrunk to this: its small faces are near the camera
 DEFAULT_THRESHOLD = 0.85  # measured: 0.6 gives ~1.5 false faces per 1080p frame
 # OpenCV's DNN holds ~70 bytes of working memory per input pixel for YuNet (22 MiB at 640x480,
 # ~150 MiB at 1080p), so larger pictures are read in tiles of at most TILE x TILE (~7 MiB).
@@ -30,6 +29,10 @@ DEFAULT_THRESHOLD = 0.85  # measured: 0.6 gives ~1.5 false faces per 1080p frame
 TILE = 320
 TILE_OVERLAP = 128
 EDGE = 4  # a box this close to a tile's inner edge is taken as cut by it
+# A larger region (motion, a tracked face's surroundings) is scanned shrunk to this: its small
+# faces are near the camera. One tile: a region is one pass, never tiles (480 px regions in
+# tiles took 2.5x the passes on the moving bench clip; one 480 px pass, 2.2x a tile's memory).
+REGION_MAX_PX = TILE
 
 
 class Detector(FaceDetector):
