@@ -62,9 +62,11 @@ def test_bench_json_has_every_pipeline_and_ratio(models_dir: Path, tmp_path: Pat
     # The moving clip: the same rows, and the gate can skip little of it.
     for name in ("edgeemo_moving", "edgeemo_every_frame_moving", "fer_style_moving"):
         assert pipes[name]["frames"] == 30 and pipes[name]["recall"] > 0.9, name
+        assert pipes[name]["cpu_ms_per_frame"] > 0
     assert pipes["edgeemo_every_frame_moving"]["analysed_share"] == 1.0
     assert pipes["edgeemo_moving"]["analysed_share"] > pipes["edgeemo"]["analysed_share"]
     ratios = out["ratios"]
+    assert set(out["ratios_cpu"]) == set(ratios) and all(v > 0 for v in out["ratios_cpu"].values())
     for mine in ("edgeemo", "edgeemo_every_frame", "edgeemo_moving", "edgeemo_every_frame_moving"):
         ref = "fer_style_moving" if mine.endswith("_moving") else "fer_style"
         assert ratios[f"{mine}_vs_fer_style"] == round(pipes[mine]["fps"] / pipes[ref]["fps"], 1)
