@@ -114,7 +114,9 @@ class Daemon:
         return out
 
     def _build_camera(self, cam: CameraConfig, models: FaceModels) -> Camera:
-        queue = FrameQueue(depth=2)
+        # One frame waits, not two: while a camera waits for the shared detector the newest frame
+        # is the one worth analysing, and 4 cameras' peak RSS fell 145 -> 141 MiB (scripts/soak.py).
+        queue = FrameQueue(depth=1)
         # The reader's online/offline changes reach MQTT through the queue and the loop (in order).
         reader = CameraReader(cam.name, self.sources[cam.name], cam.detect_fps, queue)
         loop = CameraLoop(
