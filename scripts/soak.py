@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -38,15 +39,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def upscaled(src: Path, dst: Path, w: int, h: int) -> Path:
+    """The demo clip at another frame size (a 1080p camera's memory is what tiles bound)."""
+    cap = cv2.VideoCapture(str(src))
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 15, (w, h))
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        out.write(cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR))
+    cap.release()
+    out.release()
+    return dst
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--cameras", type=int, default=2)
     p.add_argument("--sample-s", type=float, default=10.0)
+    p.add_argument("--size", default="640x480", help="the clip's frame size, e.g. 1920x1080 (upscaled)")
     a = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="edgeemo-soak-"))
     clip = make_demo_clip(work / "loop.mp4", fps=15, seconds=8.0)
+    if a.size != "640x480":
+        clip = upscaled(clip, work / f"loop_{a.size}.mp4", *(int(v) for v in a.size.split("x")))
     port = free_port()
     broker = start_broker(port)
     seqs: list[int] = []
