@@ -97,7 +97,9 @@ class Detector(FaceDetector):
                 found.append(_owned(b, s, xs, i, ys, j))
         half = cv2.resize(image, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
         b, s = self._raw(half)
-        found.append((b * np.float32(w / half.shape[1]), s))
+        b[:, 0::2] *= w / half.shape[1]  # x, w
+        b[:, 1::2] *= h / half.shape[0]  # y, h (an odd side halves a little unevenly)
+        found.append((b, s))
         return np.concatenate([b for b, _ in found]), np.concatenate([s for _, s in found])
 
     def _forward(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
