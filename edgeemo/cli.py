@@ -257,9 +257,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"  {name:10} {r['fps']:7.1f} fps  {r['ms_per_frame']:7.2f} ms/frame (p95 {r['p95_ms']:.2f})  "
             f"recall {r['recall']:.2f}  [{stages} ms]"
         )
-    for key in ("ratio_vs_fer_style", "ratio_vs_resnet18"):
-        if key in report:
-            print(f"  edgeemo is {report[key]}x {key.removeprefix('ratio_vs_')}")
+    for key, x in report["ratios"].items():  # both clips, gated and every frame
+        print(f"  {key.replace('_vs_', ' vs ')}: {x}x ({report['ratios_cpu'][key]}x in CPU time)")
     for p in report["parallel"]:
         print(
             f"  {p['cameras']} camera(s) in parallel: {p['total_fps']} fps in total, "

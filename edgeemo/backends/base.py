@@ -57,4 +57,8 @@ class Model(ABC):
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run on a float32 NHWC batch; returns each output, dequantised, batch first.
 
+        A model whose normalisation is the identity (YuNet: scale 1, offset 0) may be given
+        the uint8 frame itself; the backend converts it under its lock, so threads waiting
+        for the model hold no float copies.
+
         Thread-safe: calls are serialised per model."""

@@ -30,11 +30,18 @@ class OpenCVDNNModel(Model):
         self.outputs = [TensorSpec((), np.dtype(np.float32), name=n) for n in self._names]
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        blob = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+        # The float NCHW copy is made under the lock, so cameras waiting for the net hold only
+        # their uint8 frames: four cameras' whole-frame scans met at start-up, each holding two
+        # 3.7 MiB float copies of a 640x480 frame while it waited (scripts/soak.py).
         with self._lock:
+            if batch.dtype == np.uint8:
+                blob = cv2.dnn.blobFromImages(list(batch))  # one pass: uint8 NHWC -> float NCHW
+            else:
+                blob = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
             self._net.setInput(blob)
+            del blob  # the net keeps its own reference until the next input
             outs = self._net.forward(self._names)
-        return [np.array(o, copy=True) for o in outs]
+            return [np.array(o, copy=True) for o in outs]
 
 
 def load(path: Path, threads: int = 1, **_: Any) -> OpenCVDNNModel:

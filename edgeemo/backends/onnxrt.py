@@ -186,9 +186,8 @@ class ONNXRuntimeModel(Model):
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         x = batch if self.input.layout != "NCHW" else batch.transpose(0, 3, 1, 2)
-        x = np.ascontiguousarray(x, dtype=self._in_dtype)
-        with self._lock:
-            outs = self._session.run(None, {self._in_name: x})
+        with self._lock:  # converted under the lock: waiting cameras hold no float copies
+            outs = self._session.run(None, {self._in_name: np.ascontiguousarray(x, dtype=self._in_dtype)})
         return [np.asarray(o, dtype=np.float32) for o in outs]
 
 
