@@ -112,6 +112,18 @@ class DetectorConfig(_Strict):
         "between it looks only where the picture moved and around faces it tracks",
     )
     max_faces: int = Field(10, ge=1)
+    tile_px: int = Field(
+        320,
+        description="YuNet reads pictures larger than this in tiles of this size (bounded memory, "
+        "~7 MiB); 0: one pass over the whole picture (~3.5x faster at 1080p, ~150 MiB working memory)",
+    )
+
+    @field_validator("tile_px")
+    @classmethod
+    def _tile(cls, v: int) -> int:
+        if v != 0 and v < 256:
+            raise ValueError("must be 0 (no tiles) or at least 256 (tiles overlap by 160 px)")
+        return v
 
 
 class EmotionConfig(_Strict):

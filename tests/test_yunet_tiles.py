@@ -107,3 +107,20 @@ def test_the_uint8_frame_and_its_float_copy_give_the_same_outputs(yunet) -> None
     a = yunet.model.run(image[None])
     b = yunet.model.run(image.astype(np.float32)[None])
     assert all(np.allclose(x, y, atol=1e-5) for x, y in zip(a, b, strict=True))
+
+
+def test_tile_px_0_reads_the_whole_picture_in_one_pass(models_dir: Path) -> None:
+    """detector.tile_px: 0 trades the bounded memory for speed (one pass, ~3.3x faster at 1080p)."""
+    if not (models_dir / catalog()["yunet"].file).is_file():
+        pytest.skip("YuNet is not installed: no internet and no ../shared/models/yunet copy here")
+    det = FaceModels.from_settings(
+        models_dir, DetectorConfig(model="yunet", score_threshold=0.6, tile_px=0)
+    ).detector
+    frame = empty_room(1920, 1080)
+    heads = np.array([_paste(frame, 40, 900, 400), _paste(frame, 200, 1200, 300)])
+    calls: list[tuple[int, ...]] = []
+    run = det.model.run
+    det.model.run = lambda batch: calls.append(batch.shape) or run(batch)
+    found = np.array([d.box for d in det.detect(frame)], np.float32).reshape(-1, 4)
+    assert calls == [(1, 1088, 1920, 3)]  # one pass, padded to YuNet's 32 px grid
+    assert len(found) == 2 and (iou_matrix(heads, found).max(axis=0) > 0.1).all()

@@ -25,9 +25,11 @@ DEFAULT_THRESHOLD = 0.85  # measured: 0.6 gives ~1.5 false faces per 1080p frame
 # face up to ~TILE_OVERLAP px is read whole with context around it; a larger one, cut by a
 # tile's inner edge, is dropped there and found in the same picture shrunk by half, and so on.
 # Measured (scripts/small_faces.py, 1080p and 640x480): 96 px lost a 112 px face that YuNet
-# scores 0.88 at native size but 0.33 at half; 128 px recalls as many faces as one whole pass.
+# scores 0.88 at native size but 0.33 at half; 128 px recalled as many faces as one whole pass
+# until the small-face thresholds changed, then lost one 28 px face of 36 (held-out 1080p), which
+# 160 px keeps (35 of 36, as one whole pass): ~25% more tile passes.
 TILE = 320
-TILE_OVERLAP = 128
+TILE_OVERLAP = 160
 EDGE = 4  # a box this close to a tile's inner edge is taken as cut by it
 # A larger region (motion, a tracked face's surroundings) is scanned shrunk to this: its small
 # faces are near the camera. One tile: a region is one pass, never tiles (480 px regions in
@@ -46,6 +48,7 @@ class Detector(FaceDetector):
         super().__init__(model, manifest, cfg)
         self._index = {o.name: i for i, o in enumerate(model.outputs)}
         self.threshold = cfg.score_threshold if cfg.score_threshold is not None else DEFAULT_THRESHOLD
+        self.tile = cfg.tile_px  # 0: one pass over the whole picture, whatever its size
 
     def detect(self, frame_bgr: np.ndarray, regions: list[np.ndarray] | None = None) -> list[Detection]:
         """Faces in the whole frame, or only inside ``regions`` (x, y, w, h boxes of the frame)."""
@@ -85,9 +88,9 @@ class Detector(FaceDetector):
         """All candidate boxes (x, y, w, h) above the threshold in ``image``, with scores: in
         one pass if it fits a tile, else tile by tile, then again at half the size."""
         h, w = image.shape[:2]
-        if h <= TILE and w <= TILE:
+        if not self.tile or (h <= self.tile and w <= self.tile):
             return self._forward(image)
-        ys, xs = _spans(h), _spans(w)
+        ys, xs = _spans(h, self.tile), _spans(w, self.tile)
         found = []
         for j, (y0, y1) in enumerate(ys):
             for i, (x0, x1) in enumerate(xs):
@@ -149,16 +152,16 @@ def _owned(
     return b[keep], s[keep]
 
 
-def _spans(length: int) -> list[tuple[int, int]]:
-    """Tiles along one side, (start, end): at most TILE long, overlapping by at least
+def _spans(length: int, tile: int = TILE) -> list[tuple[int, int]]:
+    """Tiles along one side, (start, end): at most ``tile`` long, overlapping by at least
     TILE_OVERLAP, starting on multiples of 32 (YuNet's coarsest stride), so each tile sees
     the same grid as a whole-picture pass would and finds the same boxes."""
-    step = (TILE - TILE_OVERLAP) // 32 * 32
-    last = -(-(length - TILE) // 32) * 32  # the last tile reaches the end (padded, as a whole picture is)
+    step = (tile - TILE_OVERLAP) // 32 * 32
+    last = -(-(length - tile) // 32) * 32  # the last tile reaches the end (padded, as a whole picture is)
     starts = [0]
-    while starts[-1] + TILE < length:
+    while starts[-1] + tile < length:
         starts.append(min(starts[-1] + step, last))
-    return [(x, min(x + TILE, length)) for x in starts]
+    return [(x, min(x + tile, length)) for x in starts]
 
 
 def merge_regions(regions: list[np.ndarray], fw: int, fh: int, min_side: int = 32) -> list[tuple[int, ...]]:
