@@ -90,7 +90,7 @@ $(DEPLOY_STAMP): pyproject.toml
 	$(DEPLOY_VENV)/bin/pip install -q --disable-pip-version-check "ansible-core>=2.17,<2.20" "ansible-lint>=25"
 	touch $@
 
-## test-deploy: ansible-lint (production), then the role against two real systemd hosts (root; ~8 min)
+## test-deploy: ansible-lint (production), then the role against two real systemd hosts (root; ~19 min)
 test-deploy: $(STAMP) $(DEPLOY_STAMP) models
 	./scripts/install-system-deps.sh deploy
 	cd ansible && ../$(DEPLOY_VENV)/bin/ansible-lint --profile production

@@ -113,6 +113,9 @@ new_root() {  # new_root NAME: ROOT=a fresh copy of the cached base with the hos
   ROOTS+=("$root")
   rm -rf "$root"
   cp -a "$base" "$root"
+  # debootstrap writes no /etc/hosts; every installed Debian (and container) has one naming
+  # localhost, which Chromium's driver connects to.
+  [[ -f "$root/etc/hosts" ]] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
   fi

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeemo.tools.devtools import astronaut_bgr, free_port, mosquitto_path, start_broker
+from edgeemo.tools.devtools import astronaut_bgr, free_port, mosquitto_path, start_broker, wait_port
 from tests.web_helpers import WebDaemon, start_web_daemon
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -72,8 +73,6 @@ def web(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from selenium.webdriver.chrome.service import Service
-
     y4m = write_y4m(tmp_path_factory.mktemp("cam") / "face.y4m", face_frame())
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -83,9 +82,20 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         f"--use-file-for-fake-video-capture={y4m}",
     ):  # fmt: skip
         opts.add_argument(arg)
-    d = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    # chromedriver started here and reached at 127.0.0.1: Selenium's own Service connects to
+    # "localhost", which a minimal root without /etc/hosts cannot resolve (make test-fresh).
+    port = free_port()
+    service = subprocess.Popen(
+        [str(DRIVER), f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    if not wait_port(port, 30):
+        service.kill()
+        raise AssertionError(f"{DRIVER} did not listen on 127.0.0.1:{port} within 30 s")
+    d = webdriver.Remote(command_executor=f"http://127.0.0.1:{port}", options=opts)
     yield d
     d.quit()
+    service.terminate()
+    service.wait(10)
 
 
 def test_live_view_shows_the_cameras_emotion(web: WebDaemon, driver, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
