@@ -101,7 +101,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or cfg.logging.level)
     from edgeemo.daemon import Daemon
 
-    return Daemon(cfg).run()
+    daemon = Daemon(cfg)
+    rc = daemon.run()
+    stuck = [c.cfg.name for c in daemon.cameras if c.reader.is_alive()]
+    if stuck:
+        # A reader still blocked inside a native read (a wedged RTSP camera in FFmpeg) can
+        # crash the interpreter's and the C++ libraries' teardown around it (SIGABRT seen at
+        # exit). Everything is delivered and closed by now: leave without that teardown.
+        logging.getLogger("edgeemo.daemon").info(
+            "camera %s still inside a read; exiting without waiting for it", ", ".join(stuck)
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
