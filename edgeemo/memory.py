@@ -28,38 +28,31 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter numbers (malloc.h)
 M_ARENA_MAX = -8
 
 
-def _mallopt():  # type: ignore[no-untyped-def]
+def _mallopt(env: str, param: int, value: int) -> bool:
+    """``mallopt(param, value)``, as the environment variable ``env`` would set it; True if set.
+    The environment wins (glibc read it at start-up: the systemd unit sets it); a libc without
+    ``mallopt`` (musl) is left alone."""
+    if os.environ.get(env):
+        return False
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
-        return None  # a libc without mallopt (musl) is left alone
+        return False
+    ok = bool(mallopt(param, value))
+    if ok:
+        log.debug("malloc: %s=%d set", env, value)
+    return ok
 
 
 def limit_malloc_arenas(n: int = ARENA_MAX) -> bool:
-    """Cap glibc's malloc arenas at ``n``, as ``MALLOC_ARENA_MAX=n`` would; True if set.
-
-    The environment wins (glibc has read it at start-up: the systemd unit sets it). Otherwise
-    ``mallopt`` does it now, which counts for arenas made from here on: call it before the
-    camera threads start."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    mallopt = _mallopt()
-    ok = bool(mallopt and mallopt(M_ARENA_MAX, n))
-    if ok:
-        log.debug("malloc arenas capped at %d", n)
-    return ok
+    """Cap glibc's malloc arenas at ``n``; counts for arenas made from here on, so call it
+    before the camera threads start."""
+    return _mallopt("MALLOC_ARENA_MAX", M_ARENA_MAX, n)
 
 
 def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
-    """Fix glibc's mmap threshold at ``size`` bytes (no dynamic raising), as
-    ``MALLOC_MMAP_THRESHOLD_=size`` would; True if set. The environment wins."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-        return False
-    mallopt = _mallopt()
-    ok = bool(mallopt and mallopt(M_MMAP_THRESHOLD, size))
-    if ok:
-        log.debug("malloc mmap threshold fixed at %d bytes", size)
-    return ok
+    """Fix glibc's mmap threshold at ``size`` bytes (no dynamic raising)."""
+    return _mallopt("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, size)
 
 
 def tune_malloc() -> None:

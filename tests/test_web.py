@@ -26,7 +26,7 @@ from edgeemo.tools.devtools import free_port
 from edgeemo.web import is_loopback
 from edgeemo.web.images import BadImage, decode, image_bytes
 from tests.conftest import run_cli
-from tests.web_helpers import WebDaemon, start_web_daemon
+from tests.web_helpers import WebDaemon, start_web_daemon, web_daemon_on_a_broker
 
 pytestmark = pytest.mark.broker
 
@@ -53,25 +53,17 @@ def png_claiming(w: int, h: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[WebDaemon]:
-    from edgeemo.tools.devtools import mosquitto_path, start_broker
-
-    if not mosquitto_path():
-        pytest.skip("mosquitto is not installed (make test installs it with apt)")
-    port = free_port()
-    broker = start_broker(port)
-    d = start_web_daemon(tmp_path_factory.mktemp("web"), models_dir, port)
-    # Both cameras running and the still one read (happy) before any test looks.
-    d.wait(
-        lambda b: (
-            all(c["online"] for c in b["cameras"].values())
-            and (b["cameras"]["astro"]["state"] or {}).get("dominant_emotion") == "happy"
-        ),
-        what="both cameras online, astro happy",
-    )
-    yield d
-    assert d.proc.stop() == 0, d.proc.log[-3000:]
-    broker.terminate()
-    broker.wait(5)
+    with web_daemon_on_a_broker(tmp_path_factory.mktemp("web"), models_dir) as d:
+        # Both cameras running and the still one read (happy) before any test looks.
+        d.wait(
+            lambda b: (
+                all(c["online"] for c in b["cameras"].values())
+                and (b["cameras"]["astro"]["state"] or {}).get("dominant_emotion") == "happy"
+            ),
+            what="both cameras online, astro happy",
+        )
+        yield d
+        assert d.proc.stop() == 0, d.proc.log[-3000:]
 
 
 def test_health_answers_200_with_each_camera(web: WebDaemon) -> None:

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeemo.tools.devtools import astronaut_bgr, free_port, mosquitto_path, start_broker, wait_port
-from tests.web_helpers import WebDaemon, start_web_daemon
+from edgeemo.tools.devtools import astronaut_bgr, free_port, wait_port
+from tests.web_helpers import WebDaemon, web_daemon_on_a_broker
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
@@ -60,15 +60,9 @@ def shot(driver: object, name: str, tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[WebDaemon]:
-    if not mosquitto_path():
-        pytest.skip("mosquitto is not installed (make test installs it with apt)")
-    port = free_port()
-    broker = start_broker(port)
-    d = start_web_daemon(tmp_path_factory.mktemp("webui"), models_dir, port, {"snapshots": True})
-    yield d
-    d.proc.stop()
-    broker.terminate()
-    broker.wait(5)
+    with web_daemon_on_a_broker(tmp_path_factory.mktemp("webui"), models_dir, {"snapshots": True}) as d:
+        yield d
+        d.proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,23 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import pytest
 import yaml
 
-from edgeemo.tools.devtools import astronaut_bgr, free_port, make_demo_clip, wait_port
+from edgeemo.tools.devtools import (
+    astronaut_bgr,
+    free_port,
+    make_demo_clip,
+    mosquitto_path,
+    start_broker,
+    wait_port,
+)
 from tests.conftest import DaemonProcess
 
 
@@ -109,3 +119,18 @@ def start_web_daemon(
         proc.stop()
         raise AssertionError(f"the web face never listened on {port}:\n{proc.log[-3000:]}")
     return WebDaemon(proc, f"http://127.0.0.1:{port}", m)
+
+
+@contextmanager
+def web_daemon_on_a_broker(tmp: Path, models_dir: Path, http: dict | None = None) -> Iterator[WebDaemon]:
+    """A real Mosquitto and the web daemon on it (skips without Mosquitto); the broker goes
+    when the block ends, after whatever the block did with the daemon."""
+    if not mosquitto_path():
+        pytest.skip("mosquitto is not installed (make test installs it with apt)")
+    port = free_port()
+    broker = start_broker(port)
+    try:
+        yield start_web_daemon(tmp, models_dir, port, http)
+    finally:
+        broker.terminate()
+        broker.wait(5)

@@ -149,10 +149,6 @@ class LiveHub:
             if sub in self._subs:
                 self._subs.remove(sub)
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._subs)
-
     @staticmethod
     def _offer(sub: _Subscriber, item: dict) -> None:
         try:
