@@ -94,9 +94,19 @@ def test_file_clip_publishes_discovery_state_events(
 def test_home_assistant_restart_gets_discovery_again(
     recorder: Recorder, broker: int, daemon, clip: Path
 ) -> None:
-    d = daemon("--source", str(clip), "--mqtt", f"mqtt://127.0.0.1:{broker}")
+    # --loop: the re-send waits REDISCOVER_MIN_S after the first discovery; on a slow machine
+    # the 8 s clip could end (and the daemon with it) before that (CI, test-fresh, stop 24).
+    d = daemon("--source", str(clip), "--loop", "--mqtt", f"mqtt://127.0.0.1:{broker}")
     prefix_of(recorder)
-    n = len(recorder.find(lambda t, _p: t.endswith("/config")))
+    # availability goes out before discovery: count the configs once they stop arriving.
+    recorder.wait_for(lambda t, _p: t.endswith("/config"), timeout=10)
+    n, deadline = 0, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = len(recorder.find(lambda t, _p: t.endswith("/config")))
+        if now == n:
+            break
+        n = now
     assert n > 0
     mqtt_publish.single("homeassistant/status", "online", hostname="127.0.0.1", port=broker)
     recorder.wait_for(lambda t, _p: t.endswith("/config"), count=2 * n, timeout=10)
