@@ -93,17 +93,25 @@ class MotionGate:
         self.skipped += 1
         return True
 
-    def moving_regions(self, image: np.ndarray) -> list[np.ndarray]:
+    def moving_regions(
+        self, image: np.ndarray, explained: list[np.ndarray] | None = None
+    ) -> list[np.ndarray]:
         """Boxes (x, y, w, h in frame pixels) where this frame differs from the last analysed
-        one, found on the thumbnails and grown by a cell each way: where a new face may be."""
+        one, found on the thumbnails and grown by a cell each way: where a new face may be.
+        Change inside an ``explained`` box (x, y, w, h: a tracked face's surroundings, its head
+        and shoulders moving) is left out: only what moved beyond it makes a region."""
         if self._thumb is None:
             return []
         mask = self._thumb_diff(image).astype(np.uint8)
+        fh, fw = image.shape[:2]
+        sx, sy = fw / THUMB[0], fh / THUMB[1]
+        for b in explained or ():
+            x0, y0 = max(0, int(b[0] / sx + 0.5)), max(0, int(b[1] / sy + 0.5))
+            x1, y1 = int((b[0] + b[2]) / sx + 0.5), int((b[1] + b[3]) / sy + 0.5)
+            mask[y0:y1, x0:x1] = 0  # cells wholly or mostly inside the box
         if not mask.any():
             return []
         n, _labels, stats, _c = cv2.connectedComponentsWithStats(cv2.dilate(mask, np.ones((3, 3), np.uint8)))
-        fh, fw = image.shape[:2]
-        sx, sy = fw / THUMB[0], fh / THUMB[1]
         return [
             np.array([(x - 1) * sx, (y - 1) * sy, (w + 2) * sx, (h + 2) * sy], dtype=np.float32)
             for x, y, w, h, _area in stats[1:n]

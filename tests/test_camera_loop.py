@@ -30,8 +30,8 @@ class BrokenDetector:
 
 def test_failing_frames_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     q = FrameQueue(depth=300)
-    for i in range(250):
-        q.put(Frame("cam", time.time(), np.zeros((48, 64, 3), np.uint8), i))
+    for i in range(250):  # 5 a second, as the reader hands them over at detect_fps 5
+        q.put(Frame("cam", 1000.0 + i * 0.2, np.zeros((48, 64, 3), np.uint8), i))
     models = FaceModels(BrokenDetector(), SimpleNamespace(labels=["happy"]))  # type: ignore[arg-type]
     p = CameraLoop(FrameAnalyzer("cam", models, CFG), q, ListSink(), 60.0)
     with caplog.at_level(logging.INFO):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeemo import cadence
 from edgeemo.errors import SourceError
 
 __all__ = [
@@ -159,7 +160,7 @@ class CameraReader(threading.Thread):
         super().__init__(name=f"reader-{name}", daemon=True)
         self.camera = name
         self.source = source
-        self.interval = 1.0 / fps
+        self.fps = fps
         self.queue = queue
         self.backoff = backoff
         self.stop_event = threading.Event()
@@ -224,7 +225,7 @@ class CameraReader(threading.Thread):
 
     def _pump(self) -> bool:
         """Read until stopped (False) or the clip ends (True)."""
-        next_due = 0.0
+        last = float("-inf")
         while not self.stop_event.is_set():
             img = self.source.read()
             if img is None:
@@ -243,10 +244,11 @@ class CameraReader(threading.Thread):
             self.frames_read += 1
             self.last_frame_at = now
             self._set_online(True)
-            if now < next_due:
-                continue  # above the detection fps cap
-            # Keep the cadence while on time; after a stall, restart it from now.
-            next_due = next_due + self.interval if next_due + self.interval > now else now + self.interval
-            self.queue.put(Frame(self.camera, time.monotonic(), img, self._index))  # not wall: NTP steps
+            if not cadence.due(last, now, self.fps):
+                continue  # above detect_fps
+            last = now
+            # now, monotonic (not wall: NTP steps), is the frame's time: the analyzer applies
+            # the same rule to it and so analyses every frame handed over.
+            self.queue.put(Frame(self.camera, now, img, self._index))
             self._index += 1
         return False
