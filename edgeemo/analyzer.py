@@ -202,8 +202,7 @@ class FrameAnalyzer:
         self.full_frame_every_s = cfg.detector_for(cam).full_frame_every_s
         # detect_fps holds for whoever drives this (edgeemo.cadence): the daemon's reader has
         # dropped the frames above it already, bench and tests feed every frame of a clip.
-        self.detect_fps = cam.detect_fps
-        self._analysed_at = float("-inf")
+        self.cadence = cadence.Cadence(cam.detect_fps)
         self.capped = 0  # frames not analysed because of detect_fps (also counted in skipped)
         self._last_full_scan = float("-inf")
         self.skipped = 0  # frames not analysed (motion gate or steady faces)
@@ -232,7 +231,7 @@ class FrameAnalyzer:
             if self.gate is not None:
                 self.gate.ignore = self.zones.motion_ignore((w, h), THUMB)
         tracks = self.tracker.tracks
-        capped = not cadence.due(self._analysed_at, ts, self.detect_fps)
+        capped = not self.cadence.due(ts)
         self.capped += capped
         steady_skip = self._since_analysis + 1 < self.tracker.cfg.steady_every and self.tracker.all_steady()
         if (
@@ -255,7 +254,6 @@ class FrameAnalyzer:
             boxes = _boxes([t.box for t in self.tracker.tracks])
             return Analysis(self.aggregator.observe(ts, held, ended), False, boxes)
         self._since_analysis = 0
-        self._analysed_at = ts
         t0 = time.perf_counter()
         detector = self.models.detector
         dets = detector.detect(image, self._regions(image, ts) if detector.uses_regions else None)

@@ -3,22 +3,31 @@
 The daemon's reader drops frames above it before the hand-off (no queueing, no per-frame
 work); :class:`edgeemo.analyzer.FrameAnalyzer` applies the same rule to whatever drives it
 (``bench``, tests, a harness feeding every frame of a clip), so each sees what the daemon does.
-Frigate's ``detect.fps`` is the same idea, with the same default of 5.
+Fed the same timestamps, two :class:`Cadence` agree frame for frame, so the analyzer passes
+every frame the reader handed over. Frigate's ``detect.fps`` is the same idea, default 5 too.
 """
 
 from __future__ import annotations
 
-# A frame slightly early (camera jitter) still counts, and 10, 15, 25 and 30 fps streams all
-# give exactly detect_fps: at 15 fps and detect_fps 5, frames 200 ms apart, never 133.
-SLACK = 0.9
+# A frame this share of an interval early still counts: camera jitter, and float sums of
+# intervals (0.2 + 0.2 + 0.2 > 0.6) must not shift a 15 fps stream's cadence by a frame.
+EARLY = 0.1
 
 
-def min_interval_s(fps: float) -> float:
-    """Seconds that must pass after an analysed frame before the next may be analysed."""
-    return SLACK / fps
+class Cadence:
+    def __init__(self, fps: float) -> None:
+        self.interval = 1.0 / fps
+        self._next = float("-inf")
+        self._last = float("-inf")
 
-
-def due(last: float, ts: float, fps: float) -> bool:
-    """Is a frame at ``ts`` due, the last one analysed (or handed over) at ``last``? A clock
-    that went back (a clip starting again) counts as due."""
-    return not last <= ts < last + min_interval_s(fps)
+    def due(self, ts: float) -> bool:
+        """Is the frame at ``ts`` (seconds, monotonic) to be analysed? Keeps the cadence while
+        frames come on time, so a 6 fps camera still gives 5 a second; after a stall, or a
+        clock that went back (a clip starting again), it starts afresh from this frame."""
+        fresh = ts < self._last
+        if not fresh and ts < self._next - EARLY * self.interval:
+            return False
+        nxt = self._next + self.interval
+        self._next = nxt if not fresh and nxt > ts else ts + self.interval
+        self._last = ts
+        return True

@@ -160,7 +160,7 @@ class CameraReader(threading.Thread):
         super().__init__(name=f"reader-{name}", daemon=True)
         self.camera = name
         self.source = source
-        self.fps = fps
+        self.pace = cadence.Cadence(fps)  # detect_fps, kept across reconnects
         self.queue = queue
         self.backoff = backoff
         self.stop_event = threading.Event()
@@ -225,7 +225,6 @@ class CameraReader(threading.Thread):
 
     def _pump(self) -> bool:
         """Read until stopped (False) or the clip ends (True)."""
-        last = float("-inf")
         while not self.stop_event.is_set():
             img = self.source.read()
             if img is None:
@@ -244,9 +243,8 @@ class CameraReader(threading.Thread):
             self.frames_read += 1
             self.last_frame_at = now
             self._set_online(True)
-            if not cadence.due(last, now, self.fps):
+            if not self.pace.due(now):
                 continue  # above detect_fps
-            last = now
             # now, monotonic (not wall: NTP steps), is the frame's time: the analyzer applies
             # the same rule to it and so analyses every frame handed over.
             self.queue.put(Frame(self.camera, now, img, self._index))
