@@ -145,6 +145,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tile_px(text: str) -> int:
+    v = int(text)
+    if v != 0 and v < 256:
+        raise argparse.ArgumentTypeError("must be 0 (one pass) or at least 256 (tiles overlap by 160 px)")
+    return v
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
@@ -157,6 +164,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         DetectorConfig(
             model=args.detector,
             edgetpu_model=args.detector_edgetpu,
+            tile_px=args.tile_px,
             **({"score_threshold": args.threshold} if args.threshold else {}),
         ),
         EmotionConfig(model=args.emotion_model),
@@ -370,6 +378,14 @@ def make_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--threshold", type=float, help="detector score threshold, 0 to 1 (default 0.6; lower finds more)"
+    )
+    d.add_argument(
+        "--tile-px",
+        type=_tile_px,
+        default=0,
+        help="YuNet reads a picture in one pass (default: one process, one picture at a time; "
+        "~150 MiB working memory at 1080p, 3.3x faster than tiles), or in tiles of this size "
+        "(320, as the daemon does: bounded memory)",
     )
     d.add_argument("--backend", choices=list(BACKENDS), default="cpu", help=BACKEND_HELP)
     d.add_argument(

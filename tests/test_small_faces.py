@@ -187,3 +187,39 @@ def test_small_faces_with_their_surroundings_are_found_at_28_px(models_dir: Path
     report = small_faces.score(items, [{"faces": auto.analyse_image(cv2.imread(str(i.path)))} for i in items])
     assert report["recall_by_width"][28] >= 0.95, report
     assert report["false_faces_per_frame"] <= 0.2, report
+
+
+class _Candidates:
+    """A stand-in small-face detector: the candidates given, wherever it is asked."""
+
+    uses_regions = True
+
+    def __init__(self, *dets) -> None:
+        self.dets = dets
+
+    def detect(self, frame, regions=None) -> list:
+        return list(self.dets)
+
+
+def test_only_an_unsure_small_candidate_needs_blazefaces_confirmation(models_dir: Path) -> None:
+    from edgeemo.detectors import Detection
+    from edgeemo.detectors.multiscale import SURE, MultiScaleDetector
+
+    cfg = DetectorConfig(model="short_range")
+    near = FaceModels.from_settings(models_dir, cfg).detector
+    room = empty_room(1920, 1080)  # no face anywhere: BlazeFace confirms nothing here
+    box = np.array([900, 400, 30, 36], np.float32)
+    sure = MultiScaleDetector(near, _Candidates(Detection(box, SURE + 0.01)), cfg)  # type: ignore[arg-type]
+    unsure = MultiScaleDetector(near, _Candidates(Detection(box, SURE - 0.2)), cfg)  # type: ignore[arg-type]
+    assert [d.small for d in sure.detect(room)] == [True]
+    assert unsure.detect(room) == []
+
+
+def test_detect_cli_rejects_a_tile_too_small_for_the_overlap(tmp_path: Path) -> None:
+    import subprocess
+
+    img = tmp_path / "room.jpg"
+    cv2.imwrite(str(img), empty_room(640, 480))
+    cmd = [sys.executable, "-m", "edgeemo", "detect", "--tile-px", "100", str(img)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 2 and "--tile-px" in r.stderr and "at least 256" in r.stderr

@@ -22,6 +22,10 @@ VERIFY_CONTEXT_SMALL = 3.0  # or this under SMALL_PX: BlazeFace needs head and s
 SMALL_PX = 64  # (width; YuNet boxes are taller than wide)
 SURE_SMALL = 0.6  # a small candidate YuNet scores this high needs BlazeFace's CONFIRM_THRESHOLD
 CONFIRM_THRESHOLD = 0.5  # on the crop; any other needs BlazeFace's own (0.6)
+# A candidate YuNet scores this high needs no second opinion: on scripts/small_faces.py's 1080p
+# held-out frames BlazeFace confirmed 185 of 185 at ≥ 0.9 (and 229 of 229 at ≥ 0.8), and each
+# confirmation costs a BlazeFace run (~2.5 ms): 11 ms of a 1080p picture's 190.
+SURE = 0.9
 
 
 class MultiScaleDetector(FaceDetector):
@@ -43,7 +47,7 @@ class MultiScaleDetector(FaceDetector):
             extra = [
                 d
                 for d in self.small.detect(frame_bgr, regions)
-                if not _duplicate(d, dets) and self._confirmed(frame_bgr, d)
+                if not _duplicate(d, dets) and (d.score >= SURE or self._confirmed(frame_bgr, d))
             ]
             for d in extra:
                 d.small = True
