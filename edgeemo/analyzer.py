@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 AUTO, NEAR_MODEL, SMALL_MODEL = "auto", "short_range", "yunet"
 TRACKED_CONTEXT = 3.0  # a tracked face is looked for again in a box this many times its size
+# A whole-frame scan of a picture that changed only where tracked near people are waits, up to
+# this many times detector.full_frame_every_s (5 s → 30 s).
+SCAN_STRETCH = 6
 
 
 @dataclass
@@ -205,6 +208,7 @@ class FrameAnalyzer:
         self.cadence = cadence.Cadence(cam.detect_fps)
         self.capped = 0  # frames not analysed because of detect_fps (also counted in skipped)
         self._last_full_scan = float("-inf")
+        self._bodies_at_scan: list[np.ndarray] = []  # the near people's body boxes at that scan
         self.skipped = 0  # frames not analysed (motion gate or steady faces)
         self._since_analysis = 0
         self._last_obs: list[Observation] = []  # the last analysis, standing for skipped frames
@@ -256,13 +260,16 @@ class FrameAnalyzer:
         self._since_analysis = 0
         t0 = time.perf_counter()
         detector = self.models.detector
-        dets = detector.detect(image, self._regions(image, ts) if detector.uses_regions else None)
+        regions = self._regions(image, ts) if detector.uses_regions else None
+        dets = detector.detect(image, regions)
         t1 = time.perf_counter()
         if not self.zones.empty:
             kept = [d for d in dets if not self.zones.masked(d.box)]
             self.masked += len(dets) - len(kept)
             dets = kept
         matched, ended = self.tracker.match(ts, dets)
+        if detector.uses_regions and regions is None:  # a whole-frame scan: who it saw, where
+            self._bodies_at_scan = [_body(t.box) for t in self.tracker.tracks if not t.small]
         if not self.zones.empty:
             for t, _ in matched:
                 t.zones = self.zones.zones_of(t.box)
@@ -291,14 +298,26 @@ class FrameAnalyzer:
     def _regions(self, image: np.ndarray, ts: float) -> list[np.ndarray] | None:
         """Where a region-capable detector should look now: None for the whole frame (at the
         slow full-scan cadence), else around tracked faces and where the picture moved."""
-        if ts - self._last_full_scan >= self.full_frame_every_s or ts < self._last_full_scan:
-            self._last_full_scan = ts
-            return None
+        near = [_body(t.box) for t in self.tracker.tracks if not t.small]
+        since = ts - self._last_full_scan
+        if since >= self.full_frame_every_s or since < 0:
+            # Nothing but tracked near people changed since the last whole-frame scan: this one
+            # would read the same picture and find what that one found, so it waits, up to
+            # SCAN_STRETCH times the cadence (sensor noise, change below the gate's threshold).
+            # Where those people were at that scan counts as theirs too (the background they
+            # uncovered hides no new face).
+            stretched = 0 <= since < SCAN_STRETCH * self.full_frame_every_s
+            explained = near + self._bodies_at_scan
+            unchanged = self.gate is not None and not self.gate.changed_since_scan(image, explained)
+            if not (stretched and unchanged):
+                self._last_full_scan = ts
+                if self.gate is not None:
+                    self.gate.scanned(image)
+                return None
         # Faces only the small-face detector sees are looked for again around where they were;
         # BlazeFace refinds the others on its own whole-frame pass.
         regions = [_grow(t.box, TRACKED_CONTEXT) for t in self.tracker.tracks if t.small]
         if self.gate is not None:
-            near = [_body(t.box) for t in self.tracker.tracks if not t.small]
             # Motion that a near face explains (its head and shoulders moving) needs no look;
             # what moved beyond its surroundings does (measured on bench's moving clip: a region
             # merely overlapping a near face sent YuNet over it nearly every frame).

@@ -55,6 +55,7 @@ class MotionGate:
         self._analysed_at = float("-inf")
         self.skipped = 0
         self.ignore: np.ndarray | None = None  # thumbnail pixels whose change never counts (masks)
+        self._scan_ref: np.ndarray | None = None  # the thumbnail at the last whole-frame scan
 
     def _thumb_of(self, image: np.ndarray) -> np.ndarray:
         if self._now is None or self._now[0] is not image:
@@ -93,6 +94,23 @@ class MotionGate:
         self.skipped += 1
         return True
 
+    def scanned(self, image: np.ndarray) -> None:
+        """The whole of this frame was just scanned for faces: the reference for
+        :meth:`changed_since_scan`."""
+        self._scan_ref = self._thumb_of(image)
+
+    def changed_since_scan(self, image: np.ndarray, explained: list[np.ndarray] | None = None) -> bool:
+        """Has the picture changed since the last whole-frame scan, outside the ``explained``
+        boxes (x, y, w, h) and the masks? Two thumbnail cells are enough: a far person is a
+        handful of them at 1080p."""
+        if self._scan_ref is None:
+            return True
+        diff = cv2.absdiff(self._thumb_of(image), self._scan_ref) > self.cfg.threshold
+        if self.ignore is not None and self.ignore.shape == diff.shape:
+            diff &= ~self.ignore
+        _blank(diff, explained, image.shape)
+        return int(diff.sum()) >= 2
+
     def moving_regions(
         self, image: np.ndarray, explained: list[np.ndarray] | None = None
     ) -> list[np.ndarray]:
@@ -103,14 +121,11 @@ class MotionGate:
         if self._thumb is None:
             return []
         mask = self._thumb_diff(image).astype(np.uint8)
-        fh, fw = image.shape[:2]
-        sx, sy = fw / THUMB[0], fh / THUMB[1]
-        for b in explained or ():
-            x0, y0 = max(0, int(b[0] / sx + 0.5)), max(0, int(b[1] / sy + 0.5))
-            x1, y1 = int((b[0] + b[2]) / sx + 0.5), int((b[1] + b[3]) / sy + 0.5)
-            mask[y0:y1, x0:x1] = 0  # cells wholly or mostly inside the box
+        _blank(mask, explained, image.shape)
         if not mask.any():
             return []
+        fh, fw = image.shape[:2]
+        sx, sy = fw / THUMB[0], fh / THUMB[1]
         n, _labels, stats, _c = cv2.connectedComponentsWithStats(cv2.dilate(mask, np.ones((3, 3), np.uint8)))
         return [
             np.array([(x - 1) * sx, (y - 1) * sy, (w + 2) * sx, (h + 2) * sy], dtype=np.float32)
@@ -145,3 +160,13 @@ class MotionGate:
                 # flicker, not a departure. Look again next frame rather than let it age out.
                 self._missed_present = True
         self._seen = {tid: p for tid, p in self._seen.items() if tid in faces}
+
+
+def _blank(cells: np.ndarray, boxes: list[np.ndarray] | None, frame_shape: tuple[int, ...]) -> None:
+    """Clear the thumbnail cells each box (x, y, w, h, frame pixels) touches: the shrink that
+    makes a thumbnail spreads a change a little into the next cell."""
+    sx, sy = frame_shape[1] / THUMB[0], frame_shape[0] / THUMB[1]
+    for b in boxes or ():
+        x0, y0 = max(0, int(np.floor(b[0] / sx))), max(0, int(np.floor(b[1] / sy)))
+        x1, y1 = int(np.ceil((b[0] + b[2]) / sx)), int(np.ceil((b[1] + b[3]) / sy))
+        cells[max(0, y0) : max(0, y1), x0 : max(0, x1)] = 0

@@ -223,3 +223,42 @@ def test_detect_cli_rejects_a_tile_too_small_for_the_overlap(tmp_path: Path) -> 
     cmd = [sys.executable, "-m", "edgeemo", "detect", "--tile-px", "100", str(img)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2 and "--tile-px" in r.stderr and "at least 256" in r.stderr
+
+
+def _whole_frame_scans(analyzer: FrameAnalyzer, size: tuple[int, int]) -> list[float]:
+    """The times at which YuNet reads the whole frame (not a region of it)."""
+    small = analyzer.models.detector.small
+    scans: list[float] = []
+    raw = small._raw
+
+    def counting(image: np.ndarray):  # type: ignore[no-untyped-def]
+        if image.shape[1::-1] == size:
+            scans.append(analyzer.now)
+        return raw(image)
+
+    small._raw = counting
+    return scans
+
+
+@pytest.mark.parametrize("light_at", [None, 12.0])
+def test_a_whole_frame_scan_waits_while_only_tracked_people_move(
+    models_dir: Path, light_at: float | None
+) -> None:
+    """Someone near the camera sways for 40 s: what changes is that person, and a second
+    whole-frame scan would read what the first read, so it waits, up to 30 s (6x the 5 s
+    cadence). A change elsewhere (the lights, at 12 s) brings the scan back at once."""
+    cfg = Config.model_validate({"cameras": [{"name": "hall", "source": "x"}]})
+    analyzer = FrameAnalyzer.for_camera(cfg, "hall", models_dir)
+    scans = _whole_frame_scans(analyzer, (640, 480))
+    for i in range(200):  # 40 s at 5 fps
+        t = i / 5
+        frame, _ = _scene(150, at=(200 + round(8 * np.sin(i)), 120 + round(6 * np.cos(i))), size=(640, 480))
+        if light_at is not None and t >= light_at:
+            frame = cv2.convertScaleAbs(frame, alpha=1.0, beta=40)
+        analyzer.now = t
+        analyzer.process(frame, t)
+        if i == 1:
+            assert len(analyzer.tracker.tracks) == 1 and not analyzer.tracker.tracks[0].small
+    # (+0.2 s: a face this still is analysed every other frame, steady_every 2)
+    expected = 30.0 if light_at is None else light_at
+    assert len(scans) == 2 and scans[0] == 0.0 and expected <= scans[1] <= expected + 0.2
