@@ -260,8 +260,15 @@ class FrameAnalyzer:
         self._since_analysis = 0
         t0 = time.perf_counter()
         detector = self.models.detector
-        regions = self._regions(image, ts) if detector.uses_regions else None
-        dets = detector.detect(image, regions)
+        if isinstance(detector, MultiScaleDetector):
+            # Near faces first: a person BlazeFace finds in this very frame explains the motion
+            # around them (someone who just walked in), so YuNet need not look there.
+            near = detector.near.detect(image)
+            regions = self._regions(image, ts, [_body(d.box) for d in near])
+            dets = detector.detect(image, regions, near)
+        else:
+            regions = self._regions(image, ts) if detector.uses_regions else None
+            dets = detector.detect(image, regions)
         t1 = time.perf_counter()
         if not self.zones.empty:
             kept = [d for d in dets if not self.zones.masked(d.box)]
@@ -295,10 +302,13 @@ class FrameAnalyzer:
             dets,
         )
 
-    def _regions(self, image: np.ndarray, ts: float) -> list[np.ndarray] | None:
+    def _regions(
+        self, image: np.ndarray, ts: float, found: list[np.ndarray] | None = None
+    ) -> list[np.ndarray] | None:
         """Where a region-capable detector should look now: None for the whole frame (at the
-        slow full-scan cadence), else around tracked faces and where the picture moved."""
-        near = [_body(t.box) for t in self.tracker.tracks if not t.small]
+        slow full-scan cadence), else around tracked faces and where the picture moved.
+        ``found``: body boxes of near faces already found in this frame."""
+        near = [_body(t.box) for t in self.tracker.tracks if not t.small] + (found or [])
         since = ts - self._last_full_scan
         if since >= self.full_frame_every_s or since < 0:
             # Nothing but tracked near people changed since the last whole-frame scan: this one

@@ -41,8 +41,15 @@ class MultiScaleDetector(FaceDetector):
         self.confirmer = type(near)(near.model, near.manifest, confirm_cfg)
         self.near_threshold = float(getattr(near, "threshold", CONFIRM_THRESHOLD))
 
-    def detect(self, frame_bgr: np.ndarray, regions: list[np.ndarray] | None = None) -> list[Detection]:
-        dets = self.near.detect(frame_bgr)
+    def detect(
+        self,
+        frame_bgr: np.ndarray,
+        regions: list[np.ndarray] | None = None,
+        near: list[Detection] | None = None,
+    ) -> list[Detection]:
+        """``near``: BlazeFace's faces in this frame, if the caller has found them already
+        (the analyzer does, to leave the motion they explain out of ``regions``)."""
+        dets = self.near.detect(frame_bgr) if near is None else near
         if self.small is not None and (regions is None or regions):
             extra = [
                 d
