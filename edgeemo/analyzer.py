@@ -308,7 +308,10 @@ class FrameAnalyzer:
         """Where a region-capable detector should look now: None for the whole frame (at the
         slow full-scan cadence), else around tracked faces and where the picture moved.
         ``found``: body boxes of near faces already found in this frame."""
-        near = [_body(t.box) for t in self.tracker.tracks if not t.small] + (found or [])
+        # With auto, BlazeFace refinds near faces on its own whole-frame pass every analysed
+        # frame; a camera on YuNet alone must look again around every face it tracks.
+        multi = isinstance(self.models.detector, MultiScaleDetector)
+        near = [_body(t.box) for t in self.tracker.tracks if multi and not t.small] + (found or [])
         since = ts - self._last_full_scan
         if since >= self.full_frame_every_s or since < 0:
             # Nothing but tracked near people changed since the last whole-frame scan: this one
@@ -326,7 +329,7 @@ class FrameAnalyzer:
                 return None
         # Faces only the small-face detector sees are looked for again around where they were;
         # BlazeFace refinds the others on its own whole-frame pass.
-        regions = [_grow(t.box, TRACKED_CONTEXT) for t in self.tracker.tracks if t.small]
+        regions = [_grow(t.box, TRACKED_CONTEXT) for t in self.tracker.tracks if t.small or not multi]
         if self.gate is not None:
             # Motion that a near face explains (its head and shoulders moving) needs no look;
             # what moved beyond its surroundings does (measured on bench's moving clip: a region

@@ -262,3 +262,19 @@ def test_a_whole_frame_scan_waits_while_only_tracked_people_move(
     # (+0.2 s: a face this still is analysed every other frame, steady_every 2)
     expected = 30.0 if light_at is None else light_at
     assert len(scans) == 2 and scans[0] == 0.0 and expected <= scans[1] <= expected + 0.2
+
+
+def test_a_camera_on_yunet_alone_keeps_a_face_that_barely_moves(models_dir: Path) -> None:
+    """With `detector.model: yunet` there is no BlazeFace pass to refind a face between
+    whole-frame scans: YuNet looks again around every tracked face, whatever its size, so a
+    face that only sways a little (its motion all inside its own surroundings) stays one visit."""
+    cfg = Config.model_validate(
+        {"cameras": [{"name": "hall", "source": "x"}], "detector": {"model": "yunet"}}
+    )
+    analyzer = FrameAnalyzer.for_camera(cfg, "hall", models_dir)
+    events = []
+    for i in range(40):  # 8 s at 5 fps: past the 2 s a face unseen is kept, and a 5 s scan
+        frame, _ = _scene(120, at=(200 + (i % 2) * 4, 100), size=(640, 480))
+        events += analyzer.process(frame, 1000.0 + i / 5).events
+    assert [e["event_type"] for e in events] == ["face_entered"]
+    assert len(analyzer.tracker.tracks) == 1
