@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 AUTO, NEAR_MODEL, SMALL_MODEL = "auto", "short_range", "yunet"
 TRACKED_CONTEXT = 3.0  # a tracked face is looked for again in a box this many times its size
 # A whole-frame scan of a picture that changed only where tracked near people are waits, up to
-# this many times detector.full_frame_every_s (5 s → 30 s).
-SCAN_STRETCH = 6
+# this many times detector.full_frame_every_s (5 s → 15 s): longer, and a far face appearing
+# beside a moving near person waits too long.
+SCAN_STRETCH = 3
 
 
 @dataclass
@@ -208,7 +209,7 @@ class FrameAnalyzer:
         self.cadence = cadence.Cadence(cam.detect_fps)
         self.capped = 0  # frames not analysed because of detect_fps (also counted in skipped)
         self._last_full_scan = float("-inf")
-        self._bodies_at_scan: list[np.ndarray] = []  # the near people's body boxes at that scan
+        self._bodies_at_scan: dict[int, np.ndarray] = {}  # track id → its body box at that scan
         self.skipped = 0  # frames not analysed (motion gate or steady faces)
         self._since_analysis = 0
         self._last_obs: list[Observation] = []  # the last analysis, standing for skipped frames
@@ -227,7 +228,10 @@ class FrameAnalyzer:
         )
         return cls(camera, models, cfg)
 
-    def process(self, image: np.ndarray, ts: float) -> Analysis:
+    def process(self, image: np.ndarray, ts: float, paced: bool = False) -> Analysis:
+        """One frame at ``ts`` (seconds, monotonic). ``paced``: the caller has applied
+        detect_fps already (the daemon's reader, whose queue may drop a frame it handed over),
+        so every frame given is due; others (bench, tests, a harness) give every frame."""
         image = as_bgr(image)
         if not self.zones.empty:
             h, w = image.shape[:2]
@@ -235,7 +239,7 @@ class FrameAnalyzer:
             if self.gate is not None:
                 self.gate.ignore = self.zones.motion_ignore((w, h), THUMB)
         tracks = self.tracker.tracks
-        capped = not self.cadence.due(ts)
+        capped = not paced and not self.cadence.due(ts)
         self.capped += capped
         steady_skip = self._since_analysis + 1 < self.tracker.cfg.steady_every and self.tracker.all_steady()
         if (
@@ -251,7 +255,8 @@ class FrameAnalyzer:
             # Above detect_fps, nothing changed (the gate), or every face is known and still:
             # the last analysis stands for this frame, so its faces count as seen and their
             # observations again, and a face it missed goes on ageing out.
-            self._since_analysis += 1
+            if not capped:  # as in the daemon, whose reader never hands such a frame over
+                self._since_analysis += 1
             self.skipped += 1
             held = [ob for ob in self._last_obs if ob.track in tracks]  # faces the last analysis saw
             ended = self.tracker.hold(ts, [ob.track for ob in held])
@@ -264,7 +269,9 @@ class FrameAnalyzer:
             # Near faces first: a person BlazeFace finds in this very frame explains the motion
             # around them (someone who just walked in), so YuNet need not look there.
             near = detector.near.detect(image)
-            regions = self._regions(image, ts, [_body(d.box) for d in near])
+            # A face inside a mask (a television, a poster) explains nothing around it.
+            bodies = [_body(d.box) for d in near if self.zones.empty or not self.zones.masked(d.box)]
+            regions = self._regions(image, ts, bodies)
             dets = detector.detect(image, regions, near)
         else:
             regions = self._regions(image, ts) if detector.uses_regions else None
@@ -276,7 +283,7 @@ class FrameAnalyzer:
             dets = kept
         matched, ended = self.tracker.match(ts, dets)
         if detector.uses_regions and regions is None:  # a whole-frame scan: who it saw, where
-            self._bodies_at_scan = [_body(t.box) for t in self.tracker.tracks if not t.small]
+            self._bodies_at_scan = {t.id: _body(t.box) for t in self.tracker.tracks if not t.small}
         if not self.zones.empty:
             for t, _ in matched:
                 t.zones = self.zones.zones_of(t.box)
@@ -320,7 +327,9 @@ class FrameAnalyzer:
             # Where those people were at that scan counts as theirs too (the background they
             # uncovered hides no new face).
             stretched = 0 <= since < SCAN_STRETCH * self.full_frame_every_s
-            explained = near + self._bodies_at_scan
+            # Only for people still here: where someone who left stood is looked at again.
+            ids = {t.id for t in self.tracker.tracks}
+            explained = near + [b for tid, b in self._bodies_at_scan.items() if tid in ids]
             unchanged = self.gate is not None and not self.gate.changed_since_scan(image, explained)
             if not (stretched and unchanged):
                 self._last_full_scan = ts
@@ -340,7 +349,9 @@ class FrameAnalyzer:
     def idle(self, ts: float) -> list[dict]:
         """No frame came (camera offline or stalled): faces age out on the clock, so nobody
         stays "in view" of a camera that cannot see."""
-        _, ended = self.tracker.match(ts, [])
+        # hold, not match: no frame is no evidence that a face left, so a face seen once is
+        # not dropped (at detect_fps under 2 frames come further apart than this is called).
+        ended = self.tracker.hold(ts, [])
         return self.aggregator.observe(ts, [], ended)
 
     def end(self, ts: float) -> list[dict]:
@@ -371,11 +382,13 @@ def _camera_cfg(cfg: Config, camera: str):  # type: ignore[no-untyped-def]
 
 
 def _body(box: np.ndarray) -> np.ndarray:
-    """Where a face's person moves with it: two face widths either side of its centre (shoulders,
-    arms), from a face height above it to six below (the body). Motion there is that person."""
+    """Where a face's person moves with it: head, shoulders and arms, two face widths either
+    side of its centre, from a face height above it (hair) to four below. Motion there is that
+    person. Kept tight (it was 7 high): a far face that appears inside it waits for a whole-frame
+    scan, which waits for it only SCAN_STRETCH times the cadence."""
     x, y, w, h = (float(v) for v in box)
     side = max(w, h)
-    return np.array([x + w / 2 - 2 * side, y - side, 4 * side, 7 * side], dtype=np.float32)
+    return np.array([x + w / 2 - 2 * side, y - side, 4 * side, 5 * side], dtype=np.float32)
 
 
 def _grow(box: np.ndarray, factor: float) -> np.ndarray:

@@ -117,7 +117,7 @@ class CameraLoop(threading.Thread):
 
     def handle(self, image: np.ndarray, ts: float) -> list[dict]:
         """One frame through the analyzer, its events and state out, counted."""
-        a = self.analyzer.process(image, ts)
+        a = self.analyzer.process(image, ts, paced=True)  # the reader applied detect_fps
         self._emit(a.events)
         self._publish_state(ts)
         self.health.frame_done(a.analysed, a.detect_ms, a.classify_ms)

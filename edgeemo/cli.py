@@ -384,8 +384,8 @@ def make_parser() -> argparse.ArgumentParser:
         type=_tile_px,
         default=0,
         help="YuNet reads a picture in one pass (default: one process, one picture at a time; "
-        "~150 MiB working memory at 1080p, 3.3x faster than tiles), or in tiles of this size "
-        "(320, as the daemon does: bounded memory)",
+        "~150 MiB working memory at 1080p, 3.3x faster than tiles; pictures over 2560x1440 in "
+        "320 px tiles all the same), or in tiles of this size (320, as the daemon does)",
     )
     d.add_argument("--backend", choices=list(BACKENDS), default="cpu", help=BACKEND_HELP)
     d.add_argument(

@@ -116,7 +116,8 @@ class DetectorConfig(_Strict):
     tile_px: int = Field(
         320,
         description="YuNet reads pictures larger than this in tiles of this size (bounded memory, "
-        "~7 MiB); 0: one pass over the whole picture (~3.5x faster at 1080p, ~150 MiB working memory)",
+        "~7 MiB); 0: one pass over the whole picture (~3.5x faster at 1080p, ~150 MiB working memory) "
+        "up to 2560x1440, tiles beyond",
     )
 
     @field_validator("tile_px")

@@ -43,3 +43,21 @@ def test_a_clock_that_goes_back_starts_afresh() -> None:
     assert c.due(10.0) and not c.due(10.1)
     assert c.due(0.0)  # a clip looping in a test harness, timestamps from 0 again
     assert not c.due(0.05) and c.due(0.2)
+
+
+def test_the_analyzer_caps_a_harness_but_not_the_daemons_reader(models_dir) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from edgeemo.analyzer import FrameAnalyzer
+    from edgeemo.config import Config
+
+    cfg = Config.model_validate({"cameras": [{"name": "c", "source": "x.mp4"}]})  # detect_fps 5
+    frame = np.zeros((48, 64, 3), np.uint8)
+    harness = FrameAnalyzer.for_camera(cfg, "c", models_dir)
+    for i in range(15):  # one second of a 15 fps clip, every frame offered
+        harness.process(frame, i / 15)
+    assert harness.capped == 10
+    daemon = FrameAnalyzer.for_camera(cfg, "c", models_dir)
+    for i in range(4):  # the reader's frames, one dropped by its queue in between
+        daemon.process(frame, [0.0, 0.2, 0.6, 0.8][i], paced=True)
+    assert daemon.capped == 0

@@ -108,3 +108,23 @@ def test_a_stopped_loop_ends_its_visits_even_if_its_reader_hangs(models_dir: Pat
     loop.stop_event.set()  # no END, no offline from the reader: as on SIGTERM with a hung camera
     loop.join(10)
     assert sink.order[-3:] == ["event:face_left", "state:0", "status:offline"], sink.order
+
+
+def test_a_face_is_seen_at_a_detect_fps_under_two(models_dir: Path) -> None:
+    """At detect_fps 1 frames come a second apart, longer than the loop waits before it lets
+    faces age on the clock: waiting is no evidence a face left, so a face seen once stays
+    until it is seen again (it used to be dropped, and no face ever entered)."""
+    cfg = Config.model_validate({"cameras": [{"name": "cam", "source": "x.mp4", "detect_fps": 1}]})
+    frames = list(demo_frames(fps=1, seconds=10.0))
+    q = FrameQueue(depth=1)
+    sink = ListSink()
+    loop = CameraLoop(FrameAnalyzer.for_camera(cfg, "cam", models_dir), q, sink, 60.0)
+    loop.start()
+    try:
+        for i, f in enumerate(frames[2:6]):  # the visitor's frames, as the reader hands them over
+            q.put(Frame("cam", time.monotonic(), f, i))
+            time.sleep(1.0)
+    finally:
+        loop.stop_event.set()
+        loop.join(5)
+    assert "face_entered" in [e["event_type"] for e in sink.events]

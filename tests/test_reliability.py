@@ -170,7 +170,7 @@ def test_notify_socket_ready_status_watchdog_and_a_frozen_camera(
 
         detector = d.cameras[0].loop.analyzer.models.detector
         detect = detector.detect
-        frozen_detect = lambda img, regions=None: (gate.wait(), detect(img, regions))[1]  # noqa: E731
+        frozen_detect = lambda img, *rest: (gate.wait(), detect(img, *rest))[1]  # noqa: E731
         monkeypatch.setattr(detector, "detect", frozen_detect)
         _notifications(sock, 3.0)  # the loop is now stuck; give it STUCK_AFTER_S to count as hung
         frozen = _notifications(sock, 2.0)

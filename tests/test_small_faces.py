@@ -245,7 +245,7 @@ def test_a_whole_frame_scan_waits_while_only_tracked_people_move(
     models_dir: Path, light_at: float | None
 ) -> None:
     """Someone near the camera sways for 40 s: what changes is that person, and a second
-    whole-frame scan would read what the first read, so it waits, up to 30 s (6x the 5 s
+    whole-frame scan would read what the first read, so it waits, up to 15 s (3x the 5 s
     cadence). A change elsewhere (the lights, at 12 s) brings the scan back at once."""
     cfg = Config.model_validate({"cameras": [{"name": "hall", "source": "x"}]})
     analyzer = FrameAnalyzer.for_camera(cfg, "hall", models_dir)
@@ -260,8 +260,12 @@ def test_a_whole_frame_scan_waits_while_only_tracked_people_move(
         if i == 1:
             assert len(analyzer.tracker.tracks) == 1 and not analyzer.tracker.tracks[0].small
     # (+0.2 s: a face this still is analysed every other frame, steady_every 2)
-    expected = 30.0 if light_at is None else light_at
-    assert len(scans) == 2 and scans[0] == 0.0 and expected <= scans[1] <= expected + 0.2
+    if light_at is None:  # at 0, 15 and 30 s
+        assert len(scans) == 3 and scans[0] == 0.0
+        assert 15.0 <= scans[1] <= 15.2 and 30.0 <= scans[2] <= 30.4
+    else:  # at 0 and 12 s, then the lights stay up: 27 s
+        assert len(scans) == 3 and scans[0] == 0.0
+        assert 12.0 <= scans[1] <= 12.2 and 27.0 <= scans[2] <= 27.4
 
 
 def test_a_camera_on_yunet_alone_keeps_a_face_that_barely_moves(models_dir: Path) -> None:
@@ -278,3 +282,27 @@ def test_a_camera_on_yunet_alone_keeps_a_face_that_barely_moves(models_dir: Path
         events += analyzer.process(frame, 1000.0 + i / 5).events
     assert [e["event_type"] for e in events] == ["face_entered"]
     assert len(analyzer.tracker.tracks) == 1
+
+
+def test_a_face_on_a_masked_tv_does_not_hide_a_real_one_beside_it(models_dir: Path) -> None:
+    """A mask over a television that shows a large face: that face is dropped, and it must not
+    count as a person whose motion explains the picture around it either, or a far person who
+    walks up beside the TV waits for the next whole-frame scan."""
+    tv = [[300, 150], [900, 150], [900, 750], [300, 750]]
+    cfg = Config.model_validate({"cameras": [{"name": "hall", "source": "x", "masks": [tv]}]})
+    analyzer = FrameAnalyzer.for_camera(cfg, "hall", models_dir)
+    rng = np.random.default_rng(0)
+    head = cv2.resize(astronaut_bgr()[FACE], (600, 600), interpolation=cv2.INTER_AREA)
+    first = None
+    for i in range(45):  # 9 s at 5 fps; the far person comes at 6 s
+        frame = empty_room(1920, 1080)
+        frame[150:750, 300:900] = rng.integers(0, 64, (600, 600, 3), dtype=np.uint8)  # the film
+        frame[150:750, 300 + (i % 3) * 4 : 900 + (i % 3) * 4] = head  # its actor, a big face
+        if i >= 30:
+            small = cv2.resize(astronaut_bgr()[FACE], (80, 80), interpolation=cv2.INTER_AREA)
+            frame[400:480, 940 + (i % 2) * 2 : 1020 + (i % 2) * 2] = small
+        analyzer.process(frame, 1000.0 + i / 5)
+        if first is None and any(t.box[0] > 920 for t in analyzer.tracker.tracks):
+            first = i / 5
+    assert analyzer.masked > 0  # the TV's face was found, and dropped
+    assert first is not None and first <= 6.4

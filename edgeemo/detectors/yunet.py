@@ -35,6 +35,9 @@ EDGE = 4  # a box this close to a tile's inner edge is taken as cut by it
 # faces are near the camera. One tile: a region is one pass, never tiles (480 px regions in
 # tiles took 2.5x the passes on the moving bench clip; one 480 px pass, 2.2x a tile's memory).
 REGION_MAX_PX = TILE
+# tile_px 0 reads a picture in one pass up to this many pixels (2560x1440, ~250 MiB of working
+# memory); a larger one (a 12 MP photo: ~800 MiB) is read in TILE tiles all the same.
+ONE_PASS_MAX_PX = 2560 * 1440
 
 
 class Detector(FaceDetector):
@@ -48,7 +51,7 @@ class Detector(FaceDetector):
         super().__init__(model, manifest, cfg)
         self._index = {o.name: i for i, o in enumerate(model.outputs)}
         self.threshold = cfg.score_threshold if cfg.score_threshold is not None else DEFAULT_THRESHOLD
-        self.tile = cfg.tile_px  # 0: one pass over the whole picture, whatever its size
+        self.tile = cfg.tile_px  # 0: one pass over the whole picture, up to ONE_PASS_MAX_PX
 
     def detect(self, frame_bgr: np.ndarray, regions: list[np.ndarray] | None = None) -> list[Detection]:
         """Faces in the whole frame, or only inside ``regions`` (x, y, w, h boxes of the frame)."""
@@ -88,9 +91,10 @@ class Detector(FaceDetector):
         """All candidate boxes (x, y, w, h) above the threshold in ``image``, with scores: in
         one pass if it fits a tile, else tile by tile, then again at half the size."""
         h, w = image.shape[:2]
-        if not self.tile or (h <= self.tile and w <= self.tile):
+        tile = self.tile or (TILE if h * w > ONE_PASS_MAX_PX else 0)
+        if not tile or (h <= tile and w <= tile):
             return self._forward(image)
-        ys, xs = _spans(h, self.tile), _spans(w, self.tile)
+        ys, xs = _spans(h, tile), _spans(w, tile)
         found = []
         for j, (y0, y1) in enumerate(ys):
             for i, (x0, x1) in enumerate(xs):
