@@ -109,7 +109,7 @@ class DetectorConfig(_Strict):
         5.0,
         gt=0,
         description="auto/yunet: how often the small-face detector scans the whole frame (up "
-        "to 6x longer while only tracked near people moved); in between it looks only where the "
+        "to 3x longer while only tracked near people moved); in between it looks only where the "
         "picture moved and around faces it tracks",
     )
     max_faces: int = Field(10, ge=1)
