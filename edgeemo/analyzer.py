@@ -232,6 +232,12 @@ class FrameAnalyzer:
         """One frame at ``ts`` (seconds, monotonic). ``paced``: the caller has applied
         detect_fps already (the daemon's reader, whose queue may drop a frame it handed over),
         so every frame given is due; others (bench, tests, a harness) give every frame."""
+        if not paced and not self.cadence.due(ts):
+            # Above detect_fps: the daemon's reader never hands such a frame over, so nothing
+            # happens here either (no ageing, no observation); its faces are the tracked ones.
+            self.capped += 1
+            self.skipped += 1
+            return Analysis([], False, _boxes([t.box for t in self.tracker.tracks]))
         image = as_bgr(image)
         if not self.zones.empty:
             h, w = image.shape[:2]
@@ -239,24 +245,17 @@ class FrameAnalyzer:
             if self.gate is not None:
                 self.gate.ignore = self.zones.motion_ignore((w, h), THUMB)
         tracks = self.tracker.tracks
-        capped = not paced and not self.cadence.due(ts)
-        self.capped += capped
         steady_skip = self._since_analysis + 1 < self.tracker.cfg.steady_every and self.tracker.all_steady()
-        if (
-            capped
-            or steady_skip
-            or (
-                self.gate is not None
-                # A new face must be seen again to be confirmed; analyse until it is.
-                and all(t.confirmed for t in tracks)
-                and self.gate.unchanged(image, ts, {t.id: t.box for t in tracks})
-            )
+        if steady_skip or (
+            self.gate is not None
+            # A new face must be seen again to be confirmed; analyse until it is.
+            and all(t.confirmed for t in tracks)
+            and self.gate.unchanged(image, ts, {t.id: t.box for t in tracks})
         ):
-            # Above detect_fps, nothing changed (the gate), or every face is known and still:
-            # the last analysis stands for this frame, so its faces count as seen and their
-            # observations again, and a face it missed goes on ageing out.
-            if not capped:  # as in the daemon, whose reader never hands such a frame over
-                self._since_analysis += 1
+            # Nothing changed (the gate), or every face is known and still: the last analysis
+            # stands for this frame, so its faces count as seen and their observations again,
+            # and a face it missed goes on ageing out.
+            self._since_analysis += 1
             self.skipped += 1
             held = [ob for ob in self._last_obs if ob.track in tracks]  # faces the last analysis saw
             ended = self.tracker.hold(ts, [ob.track for ob in held])
