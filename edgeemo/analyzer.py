@@ -207,6 +207,9 @@ class FrameAnalyzer:
         # detect_fps holds for whoever drives this (edgeemo.cadence): the daemon's reader has
         # dropped the frames above it already, bench and tests feed every frame of a clip.
         self.cadence = cadence.Cadence(cam.detect_fps)
+        # With auto, BlazeFace refinds near faces on its own whole-frame pass every analysed
+        # frame; a camera on YuNet alone must look again around every face it tracks.
+        self._multi = isinstance(models.detector, MultiScaleDetector)
         self.capped = 0  # frames not analysed because of detect_fps (also counted in skipped)
         self._last_full_scan = float("-inf")
         self._bodies_at_scan: dict[int, np.ndarray] = {}  # track id → its body box at that scan
@@ -264,7 +267,7 @@ class FrameAnalyzer:
         self._since_analysis = 0
         t0 = time.perf_counter()
         detector = self.models.detector
-        if isinstance(detector, MultiScaleDetector):
+        if self._multi:
             # Near faces first: a person BlazeFace finds in this very frame explains the motion
             # around them (someone who just walked in), so YuNet need not look there.
             near = detector.near.detect(image)
@@ -314,10 +317,7 @@ class FrameAnalyzer:
         """Where a region-capable detector should look now: None for the whole frame (at the
         slow full-scan cadence), else around tracked faces and where the picture moved.
         ``found``: body boxes of near faces already found in this frame."""
-        # With auto, BlazeFace refinds near faces on its own whole-frame pass every analysed
-        # frame; a camera on YuNet alone must look again around every face it tracks.
-        multi = isinstance(self.models.detector, MultiScaleDetector)
-        near = [_body(t.box) for t in self.tracker.tracks if multi and not t.small] + (found or [])
+        near = [_body(t.box) for t in self.tracker.tracks if self._multi and not t.small] + (found or [])
         since = ts - self._last_full_scan
         if since >= self.full_frame_every_s or since < 0:
             # Nothing but tracked near people changed since the last whole-frame scan: this one
@@ -337,7 +337,7 @@ class FrameAnalyzer:
                 return None
         # Faces only the small-face detector sees are looked for again around where they were;
         # BlazeFace refinds the others on its own whole-frame pass.
-        regions = [_grow(t.box, TRACKED_CONTEXT) for t in self.tracker.tracks if t.small or not multi]
+        regions = [_grow(t.box, TRACKED_CONTEXT) for t in self.tracker.tracks if t.small or not self._multi]
         if self.gate is not None:
             # Motion that a near face explains (its head and shoulders moving) needs no look;
             # what moved beyond its surroundings does (measured on bench's moving clip: a region

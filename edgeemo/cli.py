@@ -146,10 +146,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _tile_px(text: str) -> int:
-    v = int(text)
-    if v != 0 and v < 256:
-        raise argparse.ArgumentTypeError("must be 0 (one pass) or at least 256 (tiles overlap by 160 px)")
-    return v
+    """--tile-px, checked by the config's own rule for detector.tile_px."""
+    from pydantic import ValidationError
+
+    from edgeemo.config import DetectorConfig
+
+    try:
+        return DetectorConfig(tile_px=int(text)).tile_px
+    except ValidationError as e:
+        raise argparse.ArgumentTypeError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

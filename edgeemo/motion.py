@@ -65,10 +65,10 @@ class MotionGate:
     def _changed(self, a: np.ndarray, b: np.ndarray, share: float) -> bool:
         return float((cv2.absdiff(a, b) > self.cfg.threshold).mean()) >= share
 
-    def _thumb_diff(self, image: np.ndarray) -> np.ndarray:
-        """Where this frame's thumbnail differs from the last analysed one, masks left out.
-        Only called once a frame has been analysed (``self._thumb`` is set)."""
-        diff = cv2.absdiff(self._thumb_of(image), self._thumb) > self.cfg.threshold
+    def _thumb_diff(self, image: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+        """Where this frame's thumbnail differs from ``ref`` (default: the last analysed one),
+        masks left out. Only called once that reference exists."""
+        diff = cv2.absdiff(self._thumb_of(image), self._thumb if ref is None else ref) > self.cfg.threshold
         if self.ignore is not None and self.ignore.shape == diff.shape:
             diff &= ~self.ignore
         return diff
@@ -105,9 +105,7 @@ class MotionGate:
         handful of them at 1080p."""
         if self._scan_ref is None:
             return True
-        diff = cv2.absdiff(self._thumb_of(image), self._scan_ref) > self.cfg.threshold
-        if self.ignore is not None and self.ignore.shape == diff.shape:
-            diff &= ~self.ignore
+        diff = self._thumb_diff(image, self._scan_ref)
         _blank(diff, explained, image.shape)
         return int(diff.sum()) >= 2
 
@@ -124,9 +122,9 @@ class MotionGate:
         _blank(mask, explained, image.shape)
         if not mask.any():
             return []
+        n, _labels, stats, _c = cv2.connectedComponentsWithStats(cv2.dilate(mask, np.ones((3, 3), np.uint8)))
         fh, fw = image.shape[:2]
         sx, sy = fw / THUMB[0], fh / THUMB[1]
-        n, _labels, stats, _c = cv2.connectedComponentsWithStats(cv2.dilate(mask, np.ones((3, 3), np.uint8)))
         return [
             np.array([(x - 1) * sx, (y - 1) * sy, (w + 2) * sx, (h + 2) * sy], dtype=np.float32)
             for x, y, w, h, _area in stats[1:n]
@@ -169,4 +167,4 @@ def _blank(cells: np.ndarray, boxes: list[np.ndarray] | None, frame_shape: tuple
     for b in boxes or ():
         x0, y0 = max(0, int(np.floor(b[0] / sx))), max(0, int(np.floor(b[1] / sy)))
         x1, y1 = int(np.ceil((b[0] + b[2]) / sx)), int(np.ceil((b[1] + b[3]) / sy))
-        cells[max(0, y0) : max(0, y1), x0 : max(0, x1)] = 0
+        cells[y0 : max(0, y1), x0 : max(0, x1)] = 0
