@@ -182,6 +182,8 @@ def open_model(model: ResolvedModel, inference: InferenceConfig, what: str) -> M
     """Open on the configured backend; an unusable accelerator falls back to the CPU if allowed."""
     name = inference.backend
     backend = BACKENDS[name]
+    # Models that run at each frame's own size (YuNet) need a free input size.
+    native = {"native_size": True} if model.manifest.input.resize == "native" else {}
     if name != "cpu":
         module = backend_module(name)
         path = model.files.get(name) if backend.twin_suffix else model.cpu_file
@@ -205,8 +207,6 @@ def open_model(model: ResolvedModel, inference: InferenceConfig, what: str) -> M
             # but said at WARNING so it is never silent (the CLI shows only warnings).
             log.warning("%s; running it on the CPU (inference.fallback: cpu)", problem)
         else:
-            # Models that run at each frame's own size (YuNet) need a free input size.
-            native = {"native_size": True} if model.manifest.input.resize == "native" else {}
             try:
                 loaded = module.load(path, **module.options(inference), **native)
                 log.info("%s: %s runs on %s", what, path.name, loaded.describe())
@@ -216,7 +216,7 @@ def open_model(model: ResolvedModel, inference: InferenceConfig, what: str) -> M
                     raise AcceleratorUnavailable(f"{what}: {e}") from None
                 log.warning("%s: %s — falling back to the CPU model %s", what, e, model.cpu_file.name)
     cpu = backend_module("cpu")
-    loaded = cpu.load(model.cpu_file, **cpu.options(inference))
+    loaded = cpu.load(model.cpu_file, **cpu.options(inference), **native)
     log.info("%s: %s runs on %s", what, model.cpu_file.name, loaded.describe())
     return loaded
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgeemo.analyzer import FaceModels, FrameAnalyzer
-from edgeemo.backends import AcceleratorUnavailable, load_model, onnxrt
+from edgeemo.backends import AcceleratorUnavailable, ModelError, load_model, onnxrt
 from edgeemo.config import Config, DetectorConfig, InferenceConfig, parse_config
 from edgeemo.detectors import iou_matrix
 from edgeemo.errors import ConfigError
@@ -364,3 +364,55 @@ def test_yunet_without_the_onnx_package_follows_the_fallback_rule(
     none = InferenceConfig(backend="onnx", providers=["cpu"], fallback="none")
     with pytest.raises(AcceleratorUnavailable, match="the onnx package is not installed"):
         open_model(rm, none, "detector")
+
+
+# --- inference.cpu_onnx: what runs YuNet under backend cpu ---------------------------------------
+
+
+def test_cpu_onnx_chooses_what_runs_yunet_and_nothing_else(models_dir: Path, yunet: Path) -> None:
+    """backend cpu: OpenCV's DNN by default (the daemon's memory), ONNX Runtime when asked for
+    or, with auto, when installed; BlazeFace and the emotion model stay on LiteRT either way."""
+    assert InferenceConfig().cpu_onnx == "opencv"
+    frame = _scene(40, (600, 300))
+    found = {}
+    for choice, runtime in (
+        ("opencv", "cpu"),
+        ("auto", "onnx (CPUExecutionProvider)"),
+        ("onnxruntime", "onnx (CPUExecutionProvider)"),
+    ):
+        models = FaceModels.from_settings(
+            models_dir, DetectorConfig(), inference=InferenceConfig(cpu_onnx=choice)
+        )
+        assert models.detector.small.model.describe() == runtime, choice
+        assert models.detector.near.model.describe() == "cpu"
+        assert models.classifier.model.describe() == "cpu"
+        found[choice] = np.array([d.box for d in models.detector.detect(frame)], np.float32).reshape(-1, 4)
+    assert len(found["opencv"]) == 1  # the one 40 px face, found alike on both runtimes
+    assert iou_matrix(found["opencv"], found["auto"]).max() >= 0.9
+
+
+def test_cpu_onnx_auto_without_onnxruntime_runs_opencv_and_by_name_stops(
+    models_dir: Path, yunet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    rm = resolve("yunet", models_dir, "face_detection")
+    assert open_model(rm, InferenceConfig(cpu_onnx="auto"), "detector").describe() == "cpu"
+    with pytest.raises(
+        ModelError, match=r"inference\.cpu_onnx is onnxruntime, but ONNX Runtime is not installed"
+    ):
+        open_model(rm, InferenceConfig(cpu_onnx="onnxruntime"), "detector")
+
+
+def test_cpu_onnx_setting_is_checked() -> None:
+    data = {"cameras": [{"name": "cam", "source": "x.mp4"}], "inference": {"cpu_onnx": "tensorflow"}}
+    with pytest.raises(ConfigError, match="cpu_onnx"):
+        parse_config(data)
+
+
+def test_detect_reads_pictures_with_onnx_runtime_when_installed(yunet: Path) -> None:
+    """`edgeemo detect` (one picture at a time, memory no object) defaults to auto; what the
+    daemon runs is inference.cpu_onnx, opencv by default."""
+    from edgeemo.cli import make_parser
+
+    assert make_parser().parse_args(["detect", "a.jpg"]).cpu_onnx == "auto"
+    assert make_parser().parse_args(["detect", "--cpu-onnx", "opencv", "a.jpg"]).cpu_onnx == "opencv"
