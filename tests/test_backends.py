@@ -41,6 +41,30 @@ def test_cpu_backend_runs_int8_model() -> None:
 
 
 @pytest.mark.shared
+def test_fixed_batch_model_runs_item_by_item_and_stops_asking(models_dir: Path) -> None:
+    """The two-network emotion model has its batch baked in: several faces run one at a time,
+    with the same answers, and after the first refusal no call re-allocates tensors again."""
+    import numpy as np
+
+    model = load_model(models_dir / "edgeemo_fer_int8.tflite", "cpu")
+    rng = np.random.default_rng(0)
+    faces = rng.random((3, 48, 48, 1), dtype=np.float32)
+    one_by_one = np.concatenate([model.run(faces[i : i + 1])[0] for i in range(3)])
+    assert np.array_equal(model.run(faces)[0], one_by_one)
+    allocations = 0
+    allocate = model._it.allocate_tensors
+
+    def counted() -> None:
+        nonlocal allocations
+        allocations += 1
+        allocate()
+
+    model._it.allocate_tensors = counted
+    assert np.array_equal(model.run(faces)[0], one_by_one)
+    assert np.array_equal(model.run(faces[:2])[0], one_by_one[:2])
+    assert allocations == 0
+
+
 def test_edgetpu_without_runtime_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EDGEEMO_EDGETPU_LIB", raising=False)
     with pytest.raises(AcceleratorUnavailable) as e:

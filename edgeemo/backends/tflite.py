@@ -50,10 +50,16 @@ class TFLiteModel(Model):
         self.input = _spec(self._in)
         self.outputs = [_spec(o) for o in self._outs]
         self._batch = int(self.input.shape[0])
+        # Set once a batch size was refused (reshapes baked in, e.g. the two-network emotion
+        # model): from then on items go one at a time without asking again, as asking costs
+        # two tensor re-allocations per call.
+        self._fixed = False
 
     def _resize(self, n: int) -> bool:
         if n == self._batch:
             return True
+        if self._fixed:
+            return False
         try:
             self._it.resize_tensor_input(self._in["index"], [n, *self.input.shape[1:]])
             self._it.allocate_tensors()
@@ -61,6 +67,7 @@ class TFLiteModel(Model):
             # Models with a fixed batch (reshapes baked in): put the input back as it was.
             self._it.resize_tensor_input(self._in["index"], [self._batch, *self.input.shape[1:]])
             self._it.allocate_tensors()
+            self._fixed = True
             return False
         self._in = self._it.get_input_details()[0]
         self._outs = self._it.get_output_details()
@@ -82,7 +89,7 @@ class TFLiteModel(Model):
             scale, zp = d.get("quantization", (0.0, 0))
             if y.dtype in (np.int8, np.uint8) and scale > 0:
                 y = (y.astype(np.float32) - zp) * scale
-            res.append(np.array(y, copy=True))
+            res.append(y)  # get_tensor returns a copy already
         return res
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -95,7 +102,7 @@ class TFLiteModel(Model):
                 self._it.invoke()
                 return self._outputs()
             # Fixed-batch models (e.g. compiled for the Edge TPU): one item at a time.
-            if not self._resize(1):
+            if self._batch != 1 and not self._resize(1):
                 raise ModelError(f"{self.path.name} accepts neither a batch of {n} nor single items")
             parts: list[list[np.ndarray]] = []
             for i in range(n):

@@ -43,6 +43,8 @@ class Detector(FaceDetector):
             raise ModelError(f"manifest {manifest.name!r} has no anchors section")
         super().__init__(model, manifest, cfg)
         self.threshold = cfg.score_threshold if cfg.score_threshold is not None else DEFAULT_THRESHOLD
+        t = min(max(self.threshold, 1e-6), 1 - 1e-6)
+        self._logit = float(np.log(t / (1 - t)))
         spec = manifest.input
         self.anchors = ssd_anchors(spec.width, spec.height, manifest.anchors)
         n_out = model.outputs[0].shape[1]
@@ -63,11 +65,12 @@ class Detector(FaceDetector):
         # Regressors have 16 values per box, scores one; pick by shape, not by name.
         reg = next(o for o in outs if o.shape[-1] == 16)[0]
         raw = next(o for o in outs if o.shape[-1] == 1)[0, :, 0]
-        scores = 1.0 / (1.0 + np.exp(-np.clip(raw, -80.0, 80.0)))
-        keep = scores >= self.threshold
+        # Compare logits with the threshold's logit: the sigmoid only for the few kept.
+        keep = raw >= self._logit
         if not keep.any():
             return []
-        reg, scores, anchors = reg[keep], scores[keep], self.anchors[keep]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(raw[keep], -80.0, 80.0)))
+        reg, anchors = reg[keep], self.anchors[keep]
         cx = reg[:, 0] / spec.width + anchors[:, 0]
         cy = reg[:, 1] / spec.height + anchors[:, 1]
         bw = reg[:, 2] / spec.width
