@@ -58,7 +58,7 @@ class TFLiteModel(Model):
     def _resize(self, n: int) -> bool:
         if n == self._batch:
             return True
-        if self._fixed:
+        if self._fixed and n != 1:
             return False
         try:
             self._it.resize_tensor_input(self._in["index"], [n, *self.input.shape[1:]])
@@ -102,7 +102,7 @@ class TFLiteModel(Model):
                 self._it.invoke()
                 return self._outputs()
             # Fixed-batch models (e.g. compiled for the Edge TPU): one item at a time.
-            if self._batch != 1 and not self._resize(1):
+            if not self._resize(1):
                 raise ModelError(f"{self.path.name} accepts neither a batch of {n} nor single items")
             parts: list[list[np.ndarray]] = []
             for i in range(n):

@@ -74,6 +74,8 @@ def build_view_bank(
     """images: float (N, 1, 48, 48) in [0, 1]. View 0 is the clean image; the rest augmented.
     ``folds`` (teachers, N): which teachers label which faces (see :func:`teacher_folds`)."""
     teacher.eval()
+    if images.device.type == "cpu":  # see teacher_probs
+        teacher.to(memory_format=torch.channels_last)
     n = len(images)
     views = torch.empty((n_views, *images.shape), dtype=torch.uint8, device=images.device)
     probs = torch.empty((n_views, n, 7), dtype=torch.float32, device=images.device)
@@ -105,7 +107,9 @@ def teacher_probs(
         rows = None if mask is None else mask[j].nonzero().squeeze(1)
         if rows is not None and len(rows) == 0:
             continue
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        # bf16 on a GPU; on this CPU fp32 with channels-last weights labels 1.4x faster than
+        # bf16 autocast (4.4 against 6.0 s for 512 faces, both VGG teachers, 2 threads).
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type != "cpu"):
             logits = net(x if rows is None else x[rows])
         p = F.softmax(logits.float(), dim=1)
         if rows is None:
