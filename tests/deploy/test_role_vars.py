@@ -123,6 +123,10 @@ JP6_WHEEL = "onnxruntime_gpu-1.20.0-cp310-cp310-linux_aarch64.whl"
     ("case", "says"),
     [
         ({}, "ORT - -"),  # backend cpu: no ONNX Runtime
+        # backend cpu with YuNet on ONNX Runtime (inference.cpu_onnx): PyPI's CPU build
+        ({"edgeemo_config_extra": {"inference": {"cpu_onnx": "onnxruntime"}}}, "ORT onnxruntime onnxruntime>=1.17"),
+        ({"edgeemo_config_extra": {"inference": {"cpu_onnx": "auto"}}}, "ORT onnxruntime onnxruntime>=1.17"),
+        ({"edgeemo_config_extra": {"inference": {"cpu_onnx": "opencv"}}}, "ORT - -"),
         ({"edgeemo_backend": "onnx"}, "ORT onnxruntime onnxruntime>=1.17"),  # PyPI's CPU build
         ({"edgeemo_backend": "onnx", "edgeemo_onnxruntime_wheel": f"https://example.invalid/jp6/{JP6_WHEEL}"},
          f"ORT onnxruntime-gpu /opt/edgeemo/wheelhouse/{JP6_WHEEL}"),
@@ -148,8 +152,9 @@ def test_which_onnxruntime_a_gateway_gets(case: dict, says: str, tmp_path: Path)
          "edgeemo_onnxruntime_index_url": "https://example.invalid/simple"},
         {"edgeemo_backend": "onnx", "edgeemo_onnxruntime_wheel": "https://example.invalid/get?id=7"},
         {"edgeemo_backend": "gpu"},
+        {"edgeemo_config_extra": {"inference": {"cpu_onnx": "tensorflow"}}},
     ],
-    ids=["backend-disagrees", "wheel-and-index", "url-without-wheel-name", "unknown-backend"],
+    ids=["backend-disagrees", "wheel-and-index", "url-without-wheel-name", "unknown-backend", "unknown-cpu-onnx"],
 )  # fmt: skip
 def test_onnxruntime_settings_that_cannot_work_stop_the_play(case: dict, tmp_path: Path) -> None:
     r = _onnxruntime_source(tmp_path, case)
