@@ -8,6 +8,8 @@ reported together, one line each, naming the key path.
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,26 @@ class Checked:
     sources: dict[str, Source] = field(default_factory=dict)
     # ${NAME} references not looked up (secrets=False): name → where it is used
     unchecked_secrets: dict[str, str] = field(default_factory=dict)
+
+
+def _cpu_onnx_problem(cfg: Config, detectors: Iterable[DetectorModels]) -> str | None:
+    """``inference.cpu_onnx: onnxruntime`` names a runtime the daemon would fail to find when it
+    opens an ONNX model (YuNet) on the CPU: say so here, before any camera is opened."""
+    if cfg.inference.cpu_onnx != "onnxruntime":
+        return None
+    onnx_files = [
+        m.cpu_file
+        for d in detectors
+        for m in (d.near, d.small)
+        if m is not None and m.cpu_file.suffix == ".onnx"
+    ]
+    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
+    if not onnx_files or not missing:
+        return None
+    return (
+        f"inference.cpu_onnx: onnxruntime, but {' and '.join(missing)} is not installed (needed for "
+        f"{onnx_files[0].name}): pip install 'edgeemo[onnx]', or set cpu_onnx to auto or opencv"
+    )
 
 
 def _kind_problem(cam: CameraConfig) -> str | None:
@@ -79,6 +101,9 @@ def check(cfg: Config, models_dir: Path, secrets: bool = True) -> Checked:
             out.detector_models[cam.name] = resolve_detector(cfg.detector_for(cam), models_dir)
         except EdgeemoError as e:
             note(e, where)
+    problem = _cpu_onnx_problem(cfg, out.detector_models.values())
+    if problem:
+        note(ConfigError(problem))
     if cfg.inference.backend != "cpu":
         # Compiled twins named in the config are used only on that backend; check them there.
         for key, path in [("emotion.edgetpu_model", cfg.emotion.edgetpu_model)] + [

@@ -403,6 +403,41 @@ def test_cpu_onnx_auto_without_onnxruntime_runs_opencv_and_by_name_stops(
         open_model(rm, InferenceConfig(cpu_onnx="onnxruntime"), "detector")
 
 
+def test_check_config_says_cpu_onnx_onnxruntime_is_not_installed(
+    models_dir: Path, yunet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `run` would stop on when it opens YuNet, check-config says first (the role's
+    validate: and the unit's ExecStartPre rely on it), before any camera is opened."""
+    from edgeemo import preflight
+
+    cfg = Config(cameras=[{"name": "cam", "source": "x.mp4"}], inference={"cpu_onnx": "onnxruntime"})
+    preflight.check(cfg, models_dir)  # installed here: fine
+    real = preflight.importlib.util.find_spec
+    monkeypatch.setattr(
+        preflight.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name)
+    )
+    with pytest.raises(
+        ConfigError, match=r"inference\.cpu_onnx: onnxruntime, but onnxruntime is not installed"
+    ):
+        preflight.check(cfg, models_dir)
+    preflight.check(cfg.model_copy(update={"inference": InferenceConfig(cpu_onnx="auto")}), models_dir)
+
+
+def test_cpu_onnx_auto_runs_opencv_when_onnx_runtime_cannot_read_the_file(
+    models_dir: Path, yunet: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuses(path: Path, **_: object) -> None:
+        raise ModelError(f"{path}: ONNX Runtime cannot load this model: opset 99")
+
+    monkeypatch.setattr(onnxrt, "load", refuses)
+    rm = resolve("yunet", models_dir, "face_detection")
+    with caplog.at_level(logging.WARNING):
+        assert open_model(rm, InferenceConfig(cpu_onnx="auto"), "detector").describe() == "cpu"
+    assert "OpenCV's DNN runs it instead" in caplog.text
+    with pytest.raises(ModelError, match="opset 99"):
+        open_model(rm, InferenceConfig(cpu_onnx="onnxruntime"), "detector")
+
+
 def test_cpu_onnx_setting_is_checked() -> None:
     data = {"cameras": [{"name": "cam", "source": "x.mp4"}], "inference": {"cpu_onnx": "tensorflow"}}
     with pytest.raises(ConfigError, match="cpu_onnx"):

@@ -40,7 +40,6 @@ def test_cpu_backend_runs_int8_model() -> None:
     assert out.shape == (2, 1001) and out.dtype == np.float32  # dequantised for the caller
 
 
-@pytest.mark.shared
 def test_fixed_batch_model_runs_item_by_item_and_stops_asking(models_dir: Path) -> None:
     """The two-network emotion model has its batch baked in: several faces run one at a time,
     with the same answers, and after the first refusal no call re-allocates tensors again."""
@@ -51,6 +50,7 @@ def test_fixed_batch_model_runs_item_by_item_and_stops_asking(models_dir: Path) 
     faces = rng.random((3, 48, 48, 1), dtype=np.float32)
     one_by_one = np.concatenate([model.run(faces[i : i + 1])[0] for i in range(3)])
     assert np.array_equal(model.run(faces)[0], one_by_one)
+    assert np.array_equal(model.run(faces[:2])[0], one_by_one[:2])  # each size is asked once
     allocations = 0
     allocate = model._it.allocate_tensors
 
@@ -65,6 +65,7 @@ def test_fixed_batch_model_runs_item_by_item_and_stops_asking(models_dir: Path) 
     assert allocations == 0
 
 
+@pytest.mark.shared
 def test_edgetpu_without_runtime_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EDGEEMO_EDGETPU_LIB", raising=False)
     with pytest.raises(AcceleratorUnavailable) as e:

@@ -51,6 +51,11 @@ def load(path: Path, threads: int = 1, onnx: str = "opencv", native_size: bool =
                 if onnx == "onnxruntime":  # asked for by name: say what is missing, run nothing
                     raise ModelError(f"inference.cpu_onnx is onnxruntime, but {e}") from None
                 log.info("%s: %s; OpenCV's DNN runs it (inference.cpu_onnx: auto)", path.name, e)
+            except ModelError as e:
+                if onnx == "onnxruntime":
+                    raise
+                # Installed but unable to read this file (too old a runtime, say): OpenCV may.
+                log.warning("%s; OpenCV's DNN runs it instead (inference.cpu_onnx: auto)", e)
         from edgeemo.backends.onnx_cv import load as load_onnx
 
         return load_onnx(path, threads=threads)

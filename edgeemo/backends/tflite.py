@@ -50,15 +50,15 @@ class TFLiteModel(Model):
         self.input = _spec(self._in)
         self.outputs = [_spec(o) for o in self._outs]
         self._batch = int(self.input.shape[0])
-        # Set once a batch size was refused (reshapes baked in, e.g. the two-network emotion
-        # model): from then on items go one at a time without asking again, as asking costs
-        # two tensor re-allocations per call.
-        self._fixed = False
+        # Batch sizes the model refused (reshapes baked in, e.g. the two-network emotion model):
+        # such a batch goes one item at a time without asking again, as asking costs two
+        # tensor re-allocations per call.
+        self._refused: set[int] = set()
 
     def _resize(self, n: int) -> bool:
         if n == self._batch:
             return True
-        if self._fixed and n != 1:
+        if n in self._refused:
             return False
         try:
             self._it.resize_tensor_input(self._in["index"], [n, *self.input.shape[1:]])
@@ -67,7 +67,7 @@ class TFLiteModel(Model):
             # Models with a fixed batch (reshapes baked in): put the input back as it was.
             self._it.resize_tensor_input(self._in["index"], [self._batch, *self.input.shape[1:]])
             self._it.allocate_tensors()
-            self._fixed = True
+            self._refused.add(n)
             return False
         self._in = self._it.get_input_details()[0]
         self._outs = self._it.get_output_details()

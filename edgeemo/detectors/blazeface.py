@@ -43,8 +43,8 @@ class Detector(FaceDetector):
             raise ModelError(f"manifest {manifest.name!r} has no anchors section")
         super().__init__(model, manifest, cfg)
         self.threshold = cfg.score_threshold if cfg.score_threshold is not None else DEFAULT_THRESHOLD
-        t = min(max(self.threshold, 1e-6), 1 - 1e-6)
-        self._logit = float(np.log(t / (1 - t)))
+        # The config keeps the threshold strictly between 0 and 1, so its logit is finite.
+        self._logit = float(np.log(self.threshold) - np.log1p(-self.threshold))
         spec = manifest.input
         self.anchors = ssd_anchors(spec.width, spec.height, manifest.anchors)
         n_out = model.outputs[0].shape[1]

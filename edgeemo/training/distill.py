@@ -96,7 +96,8 @@ def build_view_bank(
 def teacher_probs(
     teacher: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean softmax of the teacher's nets: bf16 convolutions, softmax in fp32 so rows sum to 1.
+    """Mean softmax of the teacher's nets: bf16 convolutions on a GPU (fp32 on the CPU), softmax
+    in fp32 so rows sum to 1.
     ``mask`` (nets, batch): each face's mean is over the nets allowed to label it (each face
     needs at least one), and a net runs only on its faces."""
     nets = list(teacher.nets) if isinstance(teacher, Ensemble) else [teacher]

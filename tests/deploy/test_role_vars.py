@@ -117,6 +117,7 @@ def _onnxruntime_source(tmp_path: Path, case: dict) -> subprocess.CompletedProce
 
 
 JP6_WHEEL = "onnxruntime_gpu-1.20.0-cp310-cp310-linux_aarch64.whl"
+PYPI_ORT = "onnxruntime>=1.17"
 
 
 @pytest.mark.parametrize(
@@ -124,8 +125,8 @@ JP6_WHEEL = "onnxruntime_gpu-1.20.0-cp310-cp310-linux_aarch64.whl"
     [
         ({}, "ORT - -"),  # backend cpu: no ONNX Runtime
         # backend cpu with YuNet on ONNX Runtime (inference.cpu_onnx): PyPI's CPU build
-        ({"edgeemo_config_extra": {"inference": {"cpu_onnx": "onnxruntime"}}}, "ORT onnxruntime onnxruntime>=1.17"),
-        ({"edgeemo_config_extra": {"inference": {"cpu_onnx": "auto"}}}, "ORT onnxruntime onnxruntime>=1.17"),
+        ({"edgeemo_config_extra": {"inference": {"cpu_onnx": "onnxruntime"}}}, f"ORT onnxruntime {PYPI_ORT}"),
+        ({"edgeemo_config_extra": {"inference": {"cpu_onnx": "auto"}}}, f"ORT onnxruntime {PYPI_ORT}"),
         ({"edgeemo_config_extra": {"inference": {"cpu_onnx": "opencv"}}}, "ORT - -"),
         ({"edgeemo_backend": "onnx"}, "ORT onnxruntime onnxruntime>=1.17"),  # PyPI's CPU build
         ({"edgeemo_backend": "onnx", "edgeemo_onnxruntime_wheel": f"https://example.invalid/jp6/{JP6_WHEEL}"},
@@ -153,8 +154,12 @@ def test_which_onnxruntime_a_gateway_gets(case: dict, says: str, tmp_path: Path)
         {"edgeemo_backend": "onnx", "edgeemo_onnxruntime_wheel": "https://example.invalid/get?id=7"},
         {"edgeemo_backend": "gpu"},
         {"edgeemo_config_extra": {"inference": {"cpu_onnx": "tensorflow"}}},
+        {"edgeemo_cpu_onnx": "opencv", "edgeemo_config_extra": {"inference": {"cpu_onnx": "onnxruntime"}}},
     ],
-    ids=["backend-disagrees", "wheel-and-index", "url-without-wheel-name", "unknown-backend", "unknown-cpu-onnx"],
+    ids=[
+        "backend-disagrees", "wheel-and-index", "url-without-wheel-name", "unknown-backend",
+        "unknown-cpu-onnx", "cpu-onnx-disagrees",
+    ],
 )  # fmt: skip
 def test_onnxruntime_settings_that_cannot_work_stop_the_play(case: dict, tmp_path: Path) -> None:
     r = _onnxruntime_source(tmp_path, case)
