@@ -8,12 +8,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import unquote, urlsplit
 
 from edgeemo import __version__
 from edgeemo.backends import BACKENDS
-from edgeemo.config import ConfigError, EmotionConfig, load_yaml, parse_config
+from edgeemo.config import ConfigError, EmotionConfig, InferenceConfig, load_yaml, parse_config
 from edgeemo.errors import EdgeemoError, ModelError
 from edgeemo.sources import default_name
 
@@ -161,7 +161,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
     from edgeemo.analyzer import FaceModels
-    from edgeemo.config import DetectorConfig, InferenceConfig
+    from edgeemo.config import DetectorConfig
     from edgeemo.modelstore import default_models_dir
 
     models = FaceModels.from_settings(
@@ -200,7 +200,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgeemo.analyzer import FaceModels, open_classifier, open_detector, resolve_detector, resolve_emotion
-    from edgeemo.config import DetectorConfig, InferenceConfig
+    from edgeemo.config import DetectorConfig
     from edgeemo.modelstore import default_models_dir
     from edgeemo.tools import evaluate as ev
 
@@ -395,7 +395,7 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--backend", choices=list(BACKENDS), default="cpu", help=BACKEND_HELP)
     d.add_argument(
         "--cpu-onnx",
-        choices=["auto", "opencv", "onnxruntime"],
+        choices=get_args(InferenceConfig.model_fields["cpu_onnx"].annotation),
         default="auto",
         help="what runs YuNet with --backend cpu: ONNX Runtime when installed, else OpenCV's DNN "
         "(auto, the default: a 1080p picture ~2x faster), or either by name. The daemon's "

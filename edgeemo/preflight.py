@@ -8,7 +8,6 @@ reported together, one line each, naming the key path.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,19 +47,18 @@ def _cpu_onnx_problem(cfg: Config, detectors: Iterable[DetectorModels]) -> str |
     opens an ONNX model (YuNet) on the CPU: say so here, before any camera is opened."""
     if cfg.inference.cpu_onnx != "onnxruntime":
         return None
-    onnx_files = [
-        m.cpu_file
-        for d in detectors
-        for m in (d.near, d.small)
-        if m is not None and m.cpu_file.suffix == ".onnx"
-    ]
-    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
-    if not onnx_files or not missing:
-        return None
-    return (
-        f"inference.cpu_onnx: onnxruntime, but {' and '.join(missing)} is not installed (needed for "
-        f"{onnx_files[0].name}): pip install 'edgeemo[onnx]', or set cpu_onnx to auto or opencv"
-    )
+    from edgeemo.backends import onnxrt
+
+    for m in (m for d in detectors for m in (d.near, d.small) if m is not None):
+        if m.cpu_file.suffix != ".onnx":
+            continue
+        missing = onnxrt.missing_packages(m.manifest.input.resize == "native")
+        if missing:
+            return (
+                f"inference.cpu_onnx: onnxruntime, but {' and '.join(missing)} is not installed (needed "
+                f"for {m.cpu_file.name}): pip install 'edgeemo[onnx]', or set cpu_onnx to auto or opencv"
+            )
+    return None
 
 
 def _kind_problem(cam: CameraConfig) -> str | None:

@@ -412,9 +412,11 @@ def test_check_config_says_cpu_onnx_onnxruntime_is_not_installed(
 
     cfg = Config(cameras=[{"name": "cam", "source": "x.mp4"}], inference={"cpu_onnx": "onnxruntime"})
     preflight.check(cfg, models_dir)  # installed here: fine
-    real = preflight.importlib.util.find_spec
+    import importlib.util
+
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        preflight.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name)
+        importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name)
     )
     with pytest.raises(
         ConfigError, match=r"inference\.cpu_onnx: onnxruntime, but onnxruntime is not installed"

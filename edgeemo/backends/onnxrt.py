@@ -56,6 +56,15 @@ def ort_module() -> Any:
     return onnxruntime
 
 
+def missing_packages(native_size: bool) -> list[str]:
+    """What :func:`load` would need and cannot import: onnxruntime, and onnx for a model run at
+    each frame's own size (:func:`free_image_size`). Checked without importing either."""
+    import importlib.util
+
+    needed = ("onnxruntime", "onnx") if native_size else ("onnxruntime",)
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
 def default_cache_dir() -> Path:
     """``<state directory>/onnx-trt-cache``: the daemon's state directory rule (systemd's
     ``$STATE_DIRECTORY``, else ``$XDG_STATE_HOME/edgeemo`` or ``~/.local/state/edgeemo``)."""
