@@ -19,10 +19,12 @@ import numpy as np
 
 from edgeemo import cadence
 from edgeemo.aggregator import CameraAggregator, Observation
+from edgeemo.backends import backend_module
 from edgeemo.classifier import EmotionClassifier
 from edgeemo.config import Config, DetectorConfig, EmotionConfig, InferenceConfig
 from edgeemo.detectors import Detection, FaceDetector, make_detector
 from edgeemo.detectors.multiscale import SMALL_THRESHOLD, MultiScaleDetector
+from edgeemo.early_exit import EarlyExitModel
 from edgeemo.errors import ModelError
 from edgeemo.modelstore import ResolvedModel, open_model, resolve
 from edgeemo.motion import THUMB, MotionGate
@@ -92,12 +94,35 @@ def open_classifier(
     model: ResolvedModel, cfg: EmotionConfig, inference: InferenceConfig, what: str = ""
 ) -> EmotionClassifier:
     """The one place an emotion classifier is made."""
-    return EmotionClassifier(
-        open_model(model, inference, f"{what} emotion model".strip()),
-        model.manifest,
-        cfg.crop_margin,
-        cfg.min_face_px,
-    )
+    label = f"{what} emotion model".strip()
+    opened = _open_early_exit(model, cfg, inference, label) or open_model(model, inference, label)
+    return EmotionClassifier(opened, model.manifest, cfg.crop_margin, cfg.min_face_px)
+
+
+def _open_early_exit(
+    model: ResolvedModel, cfg: EmotionConfig, inference: InferenceConfig, label: str
+) -> EarlyExitModel | None:
+    """The ensemble's member networks behind an early exit, where it applies: backend cpu (an
+    Edge TPU or a GPU runs the whole ensemble in about the time of one network) and
+    ``emotion.early_exit`` on. None: open the ensemble file as it is."""
+    ee = model.manifest.early_exit
+    if ee is None or not cfg.early_exit or inference.backend != "cpu":
+        return None
+    missing = [p.name for p in model.member_files if not p.is_file()]
+    if missing:
+        log.warning(
+            "%s: %s not found beside %s, so every face is read by all %d networks (twice the "
+            "cost); run `edgeemo models fetch` (or copy them from the release's models/)",
+            label,
+            ", ".join(missing),
+            model.cpu_file.name,
+            len(ee.members),
+        )
+        return None
+    cpu = backend_module("cpu")
+    members = [cpu.load(p, **cpu.options(inference)) for p in model.member_files]
+    log.info("%s: %s, early exit at %.2f", label, " + ".join(p.name for p in model.member_files), ee.sure)
+    return EarlyExitModel(members, ee.sure)
 
 
 @dataclass

@@ -201,16 +201,21 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgeemo.analyzer import FaceModels, open_classifier, open_detector, resolve_detector, resolve_emotion
     from edgeemo.config import DetectorConfig
+    from edgeemo.early_exit import EarlyExitModel
     from edgeemo.modelstore import default_models_dir
     from edgeemo.tools import evaluate as ev
 
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
     inference = InferenceConfig(backend=args.backend, threads=args.threads)
     images, labels = ev.load_npz(Path(args.data), args.labels)
-    ecfg, dcfg = EmotionConfig(model=args.model), DetectorConfig(model=args.detector)
+    ecfg = EmotionConfig(model=args.model, early_exit=not args.no_early_exit)
+    dcfg = DetectorConfig(model=args.detector)
     em = resolve_emotion(ecfg, models_dir)
     classifier = open_classifier(em, ecfg, inference)
     probs = ev.predict(classifier, images)
+    m = classifier.model
+    # Of the faces scored: how many the first network was unsure of (the timing below re-reads some).
+    second = m.second_runs / max(1, m.faces) if isinstance(m, EarlyExitModel) else None
     report: dict[str, Any] = ev.scores(labels, probs.argmax(1))
     report["calibration"] = ev.calibration(labels, probs)
     # The file and runtime that really ran (an accelerator backend's twin, or the CPU fallback).
@@ -221,6 +226,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "labels_from": args.labels,
     }
     report["ms_per_face"] = round(ev.ms_per_face(classifier, images), 3)
+    if isinstance(m, EarlyExitModel) and second is not None:
+        report["early_exit"] = {"sure": m.sure, "second_network_share": round(second, 4)}
     if args.robustness:
         report["robustness"] = ev.robustness(classifier, images, labels)
     if args.photos:
@@ -241,6 +248,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  "
             f"{report['ms_per_face']:.2f} ms per face"
         )
+        if "early_exit" in report:
+            ee = report["early_exit"]
+            print(
+                f"  early exit at {ee['sure']}: the second network read "
+                f"{ee['second_network_share']:.1%} of the faces (--no-early-exit: all of them)"
+            )
         cal = report["calibration"]
         print(
             f"  calibration: ECE {cal['ece']:.4f}, mean top score {cal['mean_confidence']:.3f}, "
@@ -431,6 +444,11 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--detector", default="auto", help="detector for --photos (default: auto, as the daemon)")
     e.add_argument("--backend", choices=list(BACKENDS), default="cpu", help=BACKEND_HELP)
     e.add_argument("--threads", type=int, default=1, help="inference threads (1 = the per-face figure)")
+    e.add_argument(
+        "--no-early-exit",
+        action="store_true",
+        help="every network of the ensemble on every face (emotion.early_exit: false)",
+    )
     e.add_argument("--models-dir")
     e.set_defaults(func=cmd_eval)
 

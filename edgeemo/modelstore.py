@@ -47,6 +47,23 @@ class AnchorSpec(BaseModel):
     interpolated: bool
 
 
+class MemberSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    sha256: str | None = None
+
+
+class EarlyExitSpec(BaseModel):
+    """An ensemble's networks as files of their own (``edgeemo.training.members`` cuts them out
+    of the ensemble file), for reading a face with the first alone when it is sure."""
+
+    model_config = ConfigDict(extra="forbid")
+    members: list[MemberSpec] = Field(min_length=2)
+    sure: float = Field(
+        gt=0, lt=1, description="the first network's top probability at which the others are not run"
+    )
+
+
 class SourceSpec(BaseModel):
     """Where a model made by others comes from: a member of a pinned wheel, or a file at its
     official home (``url``), installed only when its sha256 matches the catalog's."""
@@ -76,6 +93,7 @@ class Manifest(BaseModel):
     edgetpu_file: str | None = None
     onnx_file: str | None = Field(None, description="the model in ONNX, for backend onnx (ONNX Runtime)")
     onnx_sha256: str | None = None
+    early_exit: EarlyExitSpec | None = None
     metrics: dict[str, float | str] = {}
 
 
@@ -121,6 +139,12 @@ class ResolvedModel:
     @property
     def cpu_file(self) -> Path:
         return self.files["cpu"]
+
+    @property
+    def member_files(self) -> list[Path]:
+        """The ensemble's networks as files of their own, beside the CPU file (early exit)."""
+        ee = self.manifest.early_exit
+        return [self.cpu_file.parent / m.file for m in ee.members] if ee else []
 
 
 def resolve(
@@ -367,7 +391,7 @@ def _install_own(m: Manifest, models_dir: Path) -> str:
             f"{m.name}: {origin} does not match the catalog's sha256; re-run `make train` or restore the file"
         )
     _write_manifest(m, target)
-    twin = _install_own_onnx(m, models_dir)
+    twin = _install_companions(m, models_dir)
     if target.resolve() != origin.resolve():
         shutil.copyfile(origin, target)
         os.chmod(target, MODEL_MODE)
@@ -375,22 +399,36 @@ def _install_own(m: Manifest, models_dir: Path) -> str:
     return f"{m.name}: {target} (the project's own model, sha256 ok){twin}"
 
 
-def _install_own_onnx(m: Manifest, models_dir: Path) -> str:
-    """The ONNX twin of our own model (backend onnx), verified like the model itself."""
-    if not m.onnx_file:
-        return ""
-    target, origin = models_dir / m.onnx_file, CHECKOUT_MODELS / m.onnx_file
+def _install_companions(m: Manifest, models_dir: Path) -> str:
+    """The files that go with our own model, verified like the model itself: its ONNX twin
+    (backend onnx) and its member networks (``emotion.early_exit``)."""
+    out = ""
+    if m.onnx_file:
+        out += _install_companion(
+            m, models_dir, m.onnx_file, m.onnx_sha256, "ONNX twin", "python -m edgeemo.training.export --onnx"
+        )
+    for member in m.early_exit.members if m.early_exit else []:
+        out += _install_companion(
+            m, models_dir, member.file, member.sha256, "member network", "python -m edgeemo.training.members"
+        )
+    return out
+
+
+def _install_companion(
+    m: Manifest, models_dir: Path, file: str, sha256: str | None, what: str, remake: str
+) -> str:
+    target, origin = models_dir / file, CHECKOUT_MODELS / file
     if not origin.is_file():
-        return f"; its ONNX twin {m.onnx_file} is not in {CHECKOUT_MODELS}"
-    if m.onnx_sha256 and sha256_of(origin) != m.onnx_sha256:
+        return f"; its {what} {file} is not in {CHECKOUT_MODELS}"
+    if sha256 and sha256_of(origin) != sha256:
         raise ModelError(
-            f"{m.name}: {origin} does not match the catalog's onnx_sha256; re-run the export "
-            "(python -m edgeemo.training.export --onnx) or restore the file"
+            f"{m.name}: {origin} does not match the catalog's sha256 for its {what}; re-run the "
+            f"export ({remake}) or restore the file"
         )
     if target.resolve() != origin.resolve():
         shutil.copyfile(origin, target)
         os.chmod(target, MODEL_MODE)
-    return f"; ONNX twin {target.name} (sha256 ok)"
+    return f"; {what} {target.name} (sha256 ok)"
 
 
 def _extract_verified(m: Manifest, wheel: Path, target: Path) -> None:

@@ -52,7 +52,7 @@ def test_train_then_export_gives_an_integer_only_model(tmp_path: Path) -> None:
     models = tmp_path / "models"
     subprocess.run(
         [str(py), "-m", "edgeemo.training.export", "--checkpoint", str(out / "model.pt"),
-         "--checkpoint", str(out / "model.pt"), "--data", str(data), "--out-dir", str(models),
+         "--checkpoint", str(student / "model.pt"), "--data", str(data), "--out-dir", str(models),
          "--float-out", str(tmp_path / "float.tflite"), "--calibration", "50", "--no-catalog"],
         cwd=ROOT, check=True, capture_output=True, timeout=600,
     )  # fmt: skip
@@ -66,6 +66,11 @@ def test_train_then_export_gives_an_integer_only_model(tmp_path: Path) -> None:
     scale, zero = it.get_output_details()[0]["quantization"]
     assert (scale, zero) == (1 / 256, -128)
     assert inspect_tflite(tmp_path / "float.tflite")["input"]["dtype"] == "float32"
+    # Each network as a file of its own for the CPU's early exit, pinned in the manifest.
+    entry = json.loads((models / "edgeemo_fer_int8.json").read_text())
+    files = [m["file"] for m in entry["early_exit"]["members"]]
+    assert files == ["edgeemo_fer_int8.m1.tflite", "edgeemo_fer_int8.m2.tflite"]
+    assert all(inspect_tflite(models / f)["float_tensors"] == 0 for f in files)
 
 
 def test_missing_teacher_is_named_before_any_work(tmp_path: Path) -> None:

@@ -61,8 +61,12 @@ def load(path: Path, threads: int = 1, onnx: str = "opencv", native_size: bool =
         return load_onnx(path, threads=threads)
     check_model_file(path)
     interpreter_cls, _ = runtime()
+
+    def make() -> Any:
+        return interpreter_cls(model_path=str(path), num_threads=threads)
+
     try:
-        it = interpreter_cls(model_path=str(path), num_threads=threads)
+        it = make()
     except ValueError as e:
         raise ModelError(f"{path} is not a valid TFLite model: {str(e).splitlines()[0]}") from None
-    return CPUModel(it, path)
+    return CPUModel(it, path, make)

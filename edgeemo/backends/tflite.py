@@ -14,7 +14,7 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,12 @@ def _spec(d: dict[str, Any]) -> TensorSpec:
 class TFLiteModel(Model):
     """A loaded TFLite interpreter (CPU or delegate)."""
 
-    def __init__(self, interpreter: Any, path: Path) -> None:
+    def __init__(self, interpreter: Any, path: Path, make: Callable[[], Any] | None = None) -> None:
         self.path = path
         self._it = interpreter
+        # A fresh interpreter of the same file, for :meth:`sized` (None: one size only).
+        self._make = make
+        self._sized: dict[tuple[int, int], TFLiteModel | None] = {}
         # The interpreter is not thread-safe: calls are serialised here.
         self._lock = threading.Lock()
         try:
@@ -54,6 +57,31 @@ class TFLiteModel(Model):
         # such a batch goes one item at a time without asking again, as asking costs two
         # tensor re-allocations per call.
         self._refused: set[int] = set()
+
+    def sized(self, height: int, width: int) -> Model | None:
+        """One interpreter per size asked for, each allocated once: the frames of a camera and
+        the square crops the small-face check reads would otherwise re-allocate the tensors
+        at every switch. ~3.6 MiB each for BlazeFace."""
+        if (height, width) == self.input_hw:
+            return self
+        key = (height, width)
+        with self._lock:
+            if key not in self._sized:
+                self._sized[key] = self._new_sized(height, width)
+            return self._sized[key]
+
+    def _new_sized(self, height: int, width: int) -> TFLiteModel | None:
+        if self._make is None or len(self.input.shape) != 4:
+            return None
+        it = self._make()
+        try:
+            with native_output_to_log():
+                it.resize_tensor_input(self._in["index"], [self._batch, height, width, self.input.shape[3]])
+                it.allocate_tensors()
+        except (RuntimeError, ValueError) as e:
+            log.info("%s cannot run at %dx%d (%s); it runs at its own size", self.path.name, width, height, e)
+            return None
+        return type(self)(it, self.path)
 
     def _resize(self, n: int) -> bool:
         if n == self._batch:

@@ -3,6 +3,10 @@
 Anchors follow MediaPipe's SsdAnchorsCalculator with ``fixed_anchor_size``: consecutive
 layers of equal stride share one grid, each layer adds one anchor (two with the
 interpolated scale), and every anchor of a cell has the cell's centre and unit size.
+
+BlazeFace is fully convolutional, so where the backend allows it runs at the frame's aspect
+(a 4:3 frame at 128x96) instead of letterboxed into its 128x128 square: the padding it would
+read is a quarter of the work and holds no face. The anchor grids follow the input's size.
 """
 
 from __future__ import annotations
@@ -53,15 +57,45 @@ class Detector(FaceDetector):
                 f"{model.path.name}: {n_out} boxes but {len(self.anchors)} anchors from the manifest; "
                 "the manifest does not match the model"
             )
+        # Input size (w, h) → the model at that size and its anchors; None: letterbox instead.
+        self._sized: dict[tuple[int, int], tuple[Model, np.ndarray] | None] = {
+            (spec.width, spec.height): (model, self.anchors)
+        }
+        self._step = max(manifest.anchors.strides)  # every grid must tile the input exactly
+
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """The model's input for a ``width`` x ``height`` picture: its native square shrunk along
+        the short side to the aspect, rounded up to the coarsest anchor grid (640x480 → 128x96,
+        1920x1080 → 128x80), or the native size where the model cannot run at that one."""
+        spec = self.manifest.input
+        if width >= height:
+            w, h = spec.width, min(spec.height, -(-spec.width * height // (width * self._step)) * self._step)
+        else:
+            h, w = spec.height, min(spec.width, -(-spec.height * width // (height * self._step)) * self._step)
+        return (w, h) if self._model_for(w, h) is not None else (spec.width, spec.height)
+
+    def _model_for(self, w: int, h: int) -> tuple[Model, np.ndarray] | None:
+        if (w, h) not in self._sized:
+            model, found = self.model.sized(h, w), None
+            if model is not None:
+                anchors = ssd_anchors(w, h, self.manifest.anchors)  # type: ignore[arg-type]
+                # A graph that reshapes to fixed sizes runs but gives other boxes: not used.
+                if model.outputs[0].shape[1] == len(anchors):
+                    found = (model, anchors)
+            self._sized[(w, h)] = found
+        return self._sized[(w, h)]
 
     def detect(self, frame_bgr: np.ndarray, regions: list[np.ndarray] | None = None) -> list[Detection]:
         # The whole frame always: at 128 px a region would cost as much and see no more.
         spec = self.manifest.input
-        img, scale, px, py = letterbox(frame_bgr, spec.width, spec.height)
+        fh, fw = frame_bgr.shape[:2]
+        in_w, in_h = self.input_size(fw, fh)
+        model, anchors = self._sized[(in_w, in_h)]  # type: ignore[misc]
+        img, scale, px, py = letterbox(frame_bgr, in_w, in_h)
         if spec.color == "rgb":
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         x = img.astype(np.float32)[None] * spec.scale + spec.offset
-        outs = self.model.run(x)
+        outs = model.run(x)
         # Regressors have 16 values per box, scores one; pick by shape, not by name.
         reg = next(o for o in outs if o.shape[-1] == 16)[0]
         raw = next(o for o in outs if o.shape[-1] == 1)[0, :, 0]
@@ -70,16 +104,13 @@ class Detector(FaceDetector):
         if not keep.any():
             return []
         scores = 1.0 / (1.0 + np.exp(-np.clip(raw[keep], -80.0, 80.0)))
-        reg, anchors = reg[keep], self.anchors[keep]
-        cx = reg[:, 0] / spec.width + anchors[:, 0]
-        cy = reg[:, 1] / spec.height + anchors[:, 1]
-        bw = reg[:, 2] / spec.width
-        bh = reg[:, 3] / spec.height
-        # Letterboxed model coordinates → original frame pixels.
-        x0 = ((cx - bw / 2) * spec.width - px) / scale
-        y0 = ((cy - bh / 2) * spec.height - py) / scale
-        boxes = np.stack([x0, y0, bw * spec.width / scale, bh * spec.height / scale], axis=1)
-        fh, fw = frame_bgr.shape[:2]
+        reg, anchors = reg[keep], anchors[keep]
+        # Regressors are in input pixels, anchor centres in [0, 1] of the input; → frame pixels.
+        cx = reg[:, 0] + anchors[:, 0] * in_w
+        cy = reg[:, 1] + anchors[:, 1] * in_h
+        x0 = (cx - reg[:, 2] / 2 - px) / scale
+        y0 = (cy - reg[:, 3] / 2 - py) / scale
+        boxes = np.stack([x0, y0, reg[:, 2] / scale, reg[:, 3] / scale], axis=1)
         dets = []
         for row in weighted_nms(boxes, scores, self.cfg.nms_iou, self.cfg.max_faces * 2):
             box = clip_box(row[:4], fw, fh)

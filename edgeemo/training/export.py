@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from edgeemo.ferdata import FER2013_CLASSES
+from edgeemo.training.members import write_members
 from edgeemo.training.net import Ensemble, load_trained
 from edgeemo.training.probrange import widen
 
@@ -157,10 +158,21 @@ def to_int8_onnx(float_file: Path, calibration: np.ndarray, out: Path) -> None:
 CATALOG = Path(__file__).resolve().parents[1] / "catalog" / f"{MODEL_NAME}.json"
 
 
-def manifest(model_file: Path, metrics: dict[str, float | str], onnx_file: Path | None = None) -> dict:
+def manifest(
+    model_file: Path,
+    metrics: dict[str, float | str],
+    onnx_file: Path | None = None,
+    members: list[Path] | None = None,
+) -> dict:
+    from edgeemo.early_exit import SURE
     from edgeemo.modelstore import sha256_of
 
     twin = {"onnx_file": onnx_file.name, "onnx_sha256": sha256_of(onnx_file)} if onnx_file else {}
+    if members:
+        twin["early_exit"] = {
+            "members": [{"file": m.name, "sha256": sha256_of(m)} for m in members],
+            "sure": SURE,
+        }
     return {
         "name": MODEL_NAME,
         "task": "emotion",
@@ -183,10 +195,15 @@ def manifest(model_file: Path, metrics: dict[str, float | str], onnx_file: Path 
     }
 
 
-def write_catalog(model_file: Path, metrics: dict[str, float | str], onnx_file: Path | None = None) -> None:
+def write_catalog(
+    model_file: Path,
+    metrics: dict[str, float | str],
+    onnx_file: Path | None = None,
+    members: list[Path] | None = None,
+) -> None:
     """The catalog entry the daemon resolves ``edgeemo_fer_int8`` with (sha256 pins the file)."""
     CATALOG.write_text(
-        json.dumps(manifest(model_file, metrics, onnx_file), indent=2) + "\n", encoding="utf-8"
+        json.dumps(manifest(model_file, metrics, onnx_file, members), indent=2) + "\n", encoding="utf-8"
     )
 
 
@@ -329,13 +346,21 @@ def main(argv: list[str] | None = None) -> int:
         widen(part)  # probabilities in [0, 1], not the calibration's range (issue 16, defect 2)
         shutil.move(part, target)  # never leave a half-written model in models/
     target.chmod(0o644)  # the quantizer writes 0755; a model is data
+    # Each network of an ensemble as a file of its own too, for the CPU's early exit.
+    members = None
+    if len(a.checkpoint) > 1:
+        try:
+            members = write_members(target)
+        except ValueError as e:  # e.g. one checkpoint given twice: the converter merged the two
+            print(f"no member files for the early exit: {e}", flush=True)
     if a.no_catalog:
         # A trial export: its manifest beside it, so `edgeemo eval --model <file>` measures it.
         target.with_suffix(".json").write_text(
-            json.dumps(manifest(target, {}, onnx_target) | {"description": "trial export"}, indent=2) + "\n"
+            json.dumps(manifest(target, {}, onnx_target, members) | {"description": "trial export"}, indent=2)
+            + "\n"
         )
     else:
-        write_catalog(target, {"note": "not measured yet: run `edgeemo eval`"}, onnx_target)
+        write_catalog(target, {"note": "not measured yet: run `edgeemo eval`"}, onnx_target, members)
     print(json.dumps({"float": str(a.float_out), "int8": str(target), "bytes": target.stat().st_size}))
     return 0
 

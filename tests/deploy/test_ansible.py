@@ -120,6 +120,10 @@ def test_first_rollout_runs_the_service(fleet: Fleet) -> None:
         assert "visit" in status and "fps" in status, status
         assert t.ssh("systemctl is-enabled edgeemo").stdout.strip() == "enabled"
         assert t.ssh("stat -c %U /var/lib/edgeemo").stdout.strip() == "edgeemo"
+        # The emotion ensemble's networks were copied too, so the CPU reads most faces with one.
+        journal = t.ssh("journalctl -u edgeemo --no-pager -o cat", timeout=60).stdout
+        opened = "edgeemo_fer_int8.m1.tflite + edgeemo_fer_int8.m2.tflite, early exit at 0.50"
+        assert opened in journal, journal[-3000:]
 
 
 def test_second_run_changes_nothing(fleet: Fleet) -> None:
