@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeemo import cadence
 from edgeemo.aggregator import CameraAggregator, Observation
-from edgeemo.backends import backend_module
+from edgeemo.backends import Model, backend_module
 from edgeemo.classifier import EmotionClassifier
 from edgeemo.config import Config, DetectorConfig, EmotionConfig, InferenceConfig
 from edgeemo.detectors import Detection, FaceDetector, make_detector
@@ -95,34 +95,42 @@ def open_classifier(
 ) -> EmotionClassifier:
     """The one place an emotion classifier is made."""
     label = f"{what} emotion model".strip()
-    opened = _open_early_exit(model, cfg, inference, label) or open_model(model, inference, label)
-    return EmotionClassifier(opened, model.manifest, cfg.crop_margin, cfg.min_face_px)
+    opened: Model = open_model(model, inference, label)
+    # Decided on what really runs: an accelerator backend that fell back to the CPU (no Edge
+    # TPU twin of the emotion model, say) gets the early exit too.
+    early = _open_early_exit(model, cfg, inference, label) if opened.backend == "cpu" else None
+    return EmotionClassifier(early or opened, model.manifest, cfg.crop_margin, cfg.min_face_px)
 
 
 def _open_early_exit(
     model: ResolvedModel, cfg: EmotionConfig, inference: InferenceConfig, label: str
 ) -> EarlyExitModel | None:
-    """The ensemble's member networks behind an early exit, where it applies: backend cpu (an
-    Edge TPU or a GPU runs the whole ensemble in about the time of one network) and
-    ``emotion.early_exit`` on. None: open the ensemble file as it is."""
+    """The ensemble's member networks behind an early exit, where the manifest has them and
+    ``emotion.early_exit`` is on (an Edge TPU or a GPU runs the whole ensemble in about the
+    time of one network). None: the ensemble file as opened serves, with a warning where the
+    members should have been there."""
     ee = model.manifest.early_exit
-    if ee is None or not cfg.early_exit or inference.backend != "cpu":
+    if ee is None or not cfg.early_exit:
         return None
-    missing = [p.name for p in model.member_files if not p.is_file()]
+    files = model.member_files
+    problem = None
+    missing = [p.name for p in files if not p.is_file()]
     if missing:
-        log.warning(
-            "%s: %s not found beside %s, so every face is read by all %d networks (twice the "
-            "cost); run `edgeemo models fetch` (or copy them from the release's models/)",
-            label,
-            ", ".join(missing),
-            model.cpu_file.name,
-            len(ee.members),
-        )
-        return None
-    cpu = backend_module("cpu")
-    members = [cpu.load(p, **cpu.options(inference)) for p in model.member_files]
-    log.info("%s: %s, early exit at %.2f", label, " + ".join(p.name for p in model.member_files), ee.sure)
-    return EarlyExitModel(members, ee.sure)
+        problem = f"{', '.join(missing)} not found beside {model.cpu_file.name}"
+    else:
+        cpu = backend_module("cpu")
+        try:
+            return EarlyExitModel([cpu.load(p, **cpu.options(inference)) for p in files], ee.sure, label)
+        except ModelError as e:
+            problem = str(e)
+    log.warning(
+        "%s: %s, so every face is read by all %d networks (emotion.early_exit cannot apply); run "
+        "`edgeemo models fetch` in a checkout, or copy them from the release's models/",
+        label,
+        problem,
+        len(files),
+    )
+    return None
 
 
 @dataclass

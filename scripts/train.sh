@@ -36,9 +36,15 @@ done
 
 "$PY" -m edgeemo.training.export "${checkpoints[@]}" --data "$DATA" --out-dir models \
     --float-out "$OUT/edgeemo_fer_int8_float.tflite" --onnx
-"$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --json >"$OUT/eval_fer2013.json"
+# The whole ensemble (every network on every face), then the CPU's default early exit.
+"$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --no-early-exit \
+    --json >"$OUT/eval_fer2013.json"
+"$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --no-early-exit \
+    --labels ferplus --json >"$OUT/eval_ferplus.json"
+"$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models \
+    --json >"$OUT/eval_early_exit.json"
 "$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --labels ferplus \
-    --json >"$OUT/eval_ferplus.json"
+    --json >"$OUT/eval_early_exit_ferplus.json"
 "$EDGEEMO" eval --data "$DATA/publictest.npz" --model "$OUT/edgeemo_fer_int8_float.tflite" --json >"$OUT/eval_float.json"
 # The ONNX twin (backend onnx) on ONNX Runtime's CPU provider.
 "$EDGEEMO" eval --data "$DATA/publictest.npz" --model edgeemo_fer_int8 --models-dir models --backend onnx \

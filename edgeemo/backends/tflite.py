@@ -32,6 +32,9 @@ def _spec(d: dict[str, Any]) -> TensorSpec:
     return TensorSpec(shape, np.dtype(d["dtype"]), layout, float(scale), int(zp), str(d.get("name", "")))
 
 
+MAX_SIZES = 2  # input sizes besides its own a model runs at (two camera aspects, say)
+
+
 class TFLiteModel(Model):
     """A loaded TFLite interpreter (CPU or delegate)."""
 
@@ -61,12 +64,16 @@ class TFLiteModel(Model):
     def sized(self, height: int, width: int) -> Model | None:
         """One interpreter per size asked for, each allocated once: the frames of a camera and
         the square crops the small-face check reads would otherwise re-allocate the tensors
-        at every switch. ~3.6 MiB each for BlazeFace."""
+        at every switch. ~3.6 MiB each for BlazeFace, so at most MAX_SIZES of them: frames of
+        yet another aspect (a still through /predict) are letterboxed instead. Made when a
+        frame of that size first comes, which is why it is quick and rare: a few ms, once."""
         if (height, width) == self.input_hw:
             return self
         key = (height, width)
         with self._lock:
             if key not in self._sized:
+                if sum(m is not None for m in self._sized.values()) >= MAX_SIZES:
+                    return None
                 self._sized[key] = self._new_sized(height, width)
             return self._sized[key]
 

@@ -34,6 +34,10 @@ class FaceDetector(ABC):
     """Finds faces in a BGR frame; ``cfg`` holds the thresholds and limits every decoder honours."""
 
     uses_regions = False  # True: ``detect`` reads ``regions`` (the analyzer computes them only then)
+    # A detector whose model can run at another input size reads whole frames at their own
+    # aspect (BlazeFace); False: always letterboxed into the model's own input, as a detector
+    # confirming crops was tuned.
+    fit_aspect = True
 
     def __init__(self, model: Model, manifest: Manifest, cfg: DetectorConfig) -> None:
         self.model = model

@@ -1,4 +1,4 @@
-"""BlazeFace face detection: letterboxed input, SSD anchor decoding, weighted NMS.
+"""BlazeFace face detection: the frame at its aspect (or letterboxed), SSD anchors, weighted NMS.
 
 Anchors follow MediaPipe's SsdAnchorsCalculator with ``fixed_anchor_size``: consecutive
 layers of equal stride share one grid, each layer adds one anchor (two with the
@@ -68,6 +68,8 @@ class Detector(FaceDetector):
         the short side to the aspect, rounded up to the coarsest anchor grid (640x480 → 128x96,
         1920x1080 → 128x80), or the native size where the model cannot run at that one."""
         spec = self.manifest.input
+        if not self.fit_aspect:
+            return spec.width, spec.height
         if width >= height:
             w, h = spec.width, min(spec.height, -(-spec.width * height // (width * self._step)) * self._step)
         else:

@@ -39,6 +39,9 @@ class MultiScaleDetector(FaceDetector):
         # of, a weaker answer on a crop centred on it is enough.
         confirm_cfg = cfg.model_copy(update={"score_threshold": CONFIRM_THRESHOLD, "min_face_px": 1})
         self.confirmer = type(near)(near.model, near.manifest, confirm_cfg)
+        # Crops cut short at the frame's edge are not square: they are letterboxed, as when the
+        # thresholds above were chosen, and make no interpreter of their own size.
+        self.confirmer.fit_aspect = False
         self.near_threshold = float(getattr(near, "threshold", CONFIRM_THRESHOLD))
 
     def detect(
