@@ -95,11 +95,14 @@ def open_classifier(
 ) -> EmotionClassifier:
     """The one place an emotion classifier is made."""
     label = f"{what} emotion model".strip()
-    opened: Model = open_model(model, inference, label)
-    # Decided on what really runs: an accelerator backend that fell back to the CPU (no Edge
-    # TPU twin of the emotion model, say) gets the early exit too.
-    early = _open_early_exit(model, cfg, inference, label) if opened.backend == "cpu" else None
-    return EmotionClassifier(early or opened, model.manifest, cfg.crop_margin, cfg.min_face_px)
+    # On the CPU the member networks are opened instead of the ensemble file (memory: not both).
+    early = _open_early_exit(model, cfg, inference, label) if inference.backend == "cpu" else None
+    opened: Model = early or open_model(model, inference, label)
+    if early is None and opened.backend == "cpu" and inference.backend != "cpu":
+        # An accelerator backend that fell back to the CPU (no Edge TPU twin of the emotion
+        # model, say) gets the early exit too; the ensemble opened first is let go.
+        opened = _open_early_exit(model, cfg, inference, label) or opened
+    return EmotionClassifier(opened, model.manifest, cfg.crop_margin, cfg.min_face_px)
 
 
 def _open_early_exit(
@@ -120,9 +123,13 @@ def _open_early_exit(
     else:
         cpu = backend_module("cpu")
         try:
-            return EarlyExitModel([cpu.load(p, **cpu.options(inference)) for p in files], ee.sure, label)
+            early = EarlyExitModel([cpu.load(p, **cpu.options(inference)) for p in files], ee.sure, label)
         except ModelError as e:
             problem = str(e)
+        else:
+            names = " + ".join(p.name for p in files)
+            log.info("%s: %s, early exit at %.2f, run on %s", label, names, ee.sure, early.backend)
+            return early
     log.warning(
         "%s: %s, so every face is read by all %d networks (emotion.early_exit cannot apply); run "
         "`edgeemo models fetch` in a checkout, or copy them from the release's models/",

@@ -78,8 +78,8 @@ class _OneSize(Model):
 def test_aspect_and_letterbox_find_the_same_faces(models_dir: Path) -> None:
     """The same faces, boxes within IoU 0.85, whether BlazeFace reads the frame at its aspect or
     letterboxed into its square (what a model fixed to one size still gets)."""
-    det = _near(models_dir)
-    fixed = type(det)(_OneSize(det.model), det.manifest, det.cfg)
+    det, other = _near(models_dir), _near(models_dir)
+    fixed = type(det)(_OneSize(other.model), other.manifest, other.cfg)
     for frame in _scenes():
         a, b = det.detect(frame), fixed.detect(frame)
         assert len(a) == len(b) == 1, (frame.shape, a, b)
@@ -96,8 +96,8 @@ def test_aspect_keeps_near_face_recall_on_photos(models_dir: Path) -> None:
 
     root = shared_path("data", "muxspace")
     rows = list(csv.DictReader((root / "labels.csv").open()))[::5]
-    det = _near(models_dir)
-    fixed = type(det)(_OneSize(det.model), det.manifest, det.cfg)
+    det, other = _near(models_dir), _near(models_dir)
+    fixed = type(det)(_OneSize(other.model), other.manifest, other.cfg)
     both = only_aspect = only_letterbox = 0
     for row in rows:
         img = cv2.imread(str(root / row["file"]))
@@ -178,6 +178,7 @@ def _faces() -> list[np.ndarray]:
 def test_early_exit_answers_as_the_first_network_or_as_the_ensemble(models_dir: Path) -> None:
     fast, full = _classifier(models_dir), _classifier(models_dir, early_exit=False)
     assert isinstance(fast.model, EarlyExitModel) and not isinstance(full.model, EarlyExitModel)
+    assert full.model.path.name == f"{OWN}.tflite"
     assert "early exit" in fast.model.describe()
     crops = _faces()
     got, ens = fast.classify_crops(crops), full.classify_crops(crops)
@@ -251,16 +252,28 @@ def test_a_manifest_cannot_exit_early_on_logits() -> None:
 
 
 def test_crops_to_confirm_stay_letterboxed_and_sizes_are_capped(models_dir: Path) -> None:
-    from edgeemo.backends.tflite import MAX_SIZES
+    from edgeemo.backends.tflite import MAX_INTERPRETERS
 
     cfg = DetectorConfig()
     det = open_detector(resolve_detector(cfg, models_dir), cfg, InferenceConfig())
-    assert det.confirmer.input_size(200, 120) == (128, 128)  # a crop cut short at the frame's edge
-    assert det.near.input_size(200, 120) == (128, 80)
     model = det.near.model
-    made = [model.sized(h, 128) for h in (32, 48, 64, 80, 96, 112)]
-    assert sum(m is not None for m in made) == MAX_SIZES
-    assert det.near.detect(np.zeros((100, 640, 3), np.uint8)) == []  # beyond the cap: letterboxed
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[100:400, 100:400] = astronaut_bgr()[0:300, 110:410]
+    first = det.near.detect(frame)
+    # The interpreter itself took the camera's aspect: no second one for the frames.
+    assert model.input_hw == (96, 128) and model.sized(96, 128) is model and len(first) == 1
+    # A crop cut short at the frame's edge is letterboxed into the model's own square, on the
+    # same interpreter switched for the call, and the frames switch it back.
+    assert det.confirmer.input_size(200, 120) == (128, 128)
+    crop = frame[50:450, 50:450]
+    assert len(det.confirmer.detect(crop)) == 1 and model.input_hw == (128, 128)
+    again = det.near.detect(frame)
+    assert model.input_hw == (96, 128) and np.allclose(again[0].box, first[0].box)
+    # Another aspect gets an interpreter of its own, up to the cap; beyond it, letterboxed.
+    made = [model.sized(h, 128) for h in (32, 48, 64, 80, 112)]
+    assert sum(m is not None for m in made) == MAX_INTERPRETERS - 1 and made[0] is not model
+    assert det.near.input_size(640, 200) == (128, 128)  # 48 px high asked: over the cap
+    assert det.near.detect(np.zeros((200, 640, 3), np.uint8)) == []
 
 
 def test_models_fetch_installs_and_verifies_the_members(models_dir: Path, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def _spec(d: dict[str, Any]) -> TensorSpec:
     return TensorSpec(shape, np.dtype(d["dtype"]), layout, float(scale), int(zp), str(d.get("name", "")))
 
 
-MAX_SIZES = 2  # input sizes besides its own a model runs at (two camera aspects, say)
+MAX_INTERPRETERS = 2  # interpreters of one model file at most: two camera aspects
 BATCH_RESIZE = 8  # fewer items than this run one by one rather than resizing the input
 
 
@@ -57,30 +57,60 @@ class TFLiteModel(Model):
         self.input = _spec(self._in)
         self.outputs = [_spec(o) for o in self._outs]
         self._batch = int(self.input.shape[0])
+        self._native = self.input_hw  # the size the file declares
         # Batch sizes the model refused (reshapes baked in, e.g. the two-network emotion model):
         # such a batch goes one item at a time without asking again, as asking costs two
         # tensor re-allocations per call.
         self._refused: set[int] = set()
 
     def sized(self, height: int, width: int) -> Model | None:
-        """One interpreter per size asked for, each allocated once: the frames of a camera and
-        the square crops the small-face check reads would otherwise re-allocate the tensors
-        at every switch. ~3.6 MiB each for BlazeFace, so at most MAX_SIZES of them: frames of
-        yet another aspect (a still through /predict) are letterboxed instead. Made when a
-        frame of that size first comes, which is why it is quick and rare: a few ms, once."""
-        if (height, width) == self.input_hw:
+        """This model for pictures of another input size (a camera's aspect). The first size
+        asked for is this interpreter's own from then on (no second interpreter for a
+        camera's frames); its declared size stays available through it, switched to for
+        the call (:meth:`run`: ~0.7 ms each way, for the rare crops that confirm a small
+        face). A further size gets an interpreter of its own (~3.6 MiB for BlazeFace), at
+        most MAX_INTERPRETERS in all; beyond that, None (the caller letterboxes)."""
+        if (height, width) in (self.input_hw, self._native):
             return self
         key = (height, width)
         with self._lock:
-            if key not in self._sized:
-                if sum(m is not None for m in self._sized.values()) >= MAX_SIZES:
-                    return None
+            if key in self._sized:
+                return self._sized[key]
+            if self._make is None or len(self.input.shape) != 4:
+                return None
+            if not self._sized:  # the first size asked for: this interpreter's own
+                self._sized[key] = self if self._switch(height, width) else None
+            elif sum(m is not None for m in self._sized.values()) >= MAX_INTERPRETERS:
+                return None
+            else:
                 self._sized[key] = self._new_sized(height, width)
             return self._sized[key]
 
+    def _home(self) -> tuple[int, int]:
+        """The size this interpreter serves between switches: the first asked for, or its own."""
+        return next((k for k, m in self._sized.items() if m is self), self._native)
+
+    def _switch(self, height: int, width: int) -> bool:
+        """Re-allocate this interpreter for another input size (under the lock, or before any
+        thread has it); False, and as it was, where the graph cannot take that size."""
+        shape = self.input.shape
+        try:
+            with native_output_to_log():
+                self._it.resize_tensor_input(self._in["index"], [self._batch, height, width, shape[3]])
+                self._it.allocate_tensors()
+        except (RuntimeError, ValueError) as e:
+            log.info("%s cannot run at %dx%d (%s); it runs at its own size", self.path.name, width, height, e)
+            self._it.resize_tensor_input(self._in["index"], [self._batch, *shape[1:]])
+            self._it.allocate_tensors()
+            return False
+        self._in = self._it.get_input_details()[0]
+        self._outs = self._it.get_output_details()
+        self.input = _spec(self._in)
+        self.outputs = [_spec(o) for o in self._outs]
+        return True
+
     def _new_sized(self, height: int, width: int) -> TFLiteModel | None:
-        if self._make is None or len(self.input.shape) != 4:
-            return None
+        assert self._make is not None
         it = self._make()
         try:
             with native_output_to_log():
@@ -131,7 +161,11 @@ class TFLiteModel(Model):
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run on a float32 NHWC batch; returns each output with the batch as first axis."""
         n = batch.shape[0]
+        hw = tuple(batch.shape[1:3]) if batch.ndim == 4 else self.input_hw
         with self._lock:
+            # Its declared size while it serves a camera's aspect, or back to that aspect.
+            if hw != self.input_hw and (hw not in (self._native, self._home()) or not self._switch(*hw)):
+                raise ModelError(f"{self.path.name} runs at {self.input_hw}, not {hw}")
             x = self._quantize(batch)
             # A frame's few faces go one at a time: one call for three faces costs what three
             # calls do here (1.69 against 1.68 ms), and re-allocating the tensors whenever the

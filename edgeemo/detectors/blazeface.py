@@ -52,15 +52,15 @@ class Detector(FaceDetector):
         spec = manifest.input
         self.anchors = ssd_anchors(spec.width, spec.height, manifest.anchors)
         n_out = model.outputs[0].shape[1]
-        if n_out != len(self.anchors):
+        # (A shared model another detector has already moved to a camera's aspect was checked
+        # when that one was made.)
+        if model.input_hw == (spec.height, spec.width) and n_out != len(self.anchors):
             raise ModelError(
                 f"{model.path.name}: {n_out} boxes but {len(self.anchors)} anchors from the manifest; "
                 "the manifest does not match the model"
             )
         # Input size (w, h) → the model at that size and its anchors; None: letterbox instead.
-        self._sized: dict[tuple[int, int], tuple[Model, np.ndarray] | None] = {
-            (spec.width, spec.height): (model, self.anchors)
-        }
+        self._sized: dict[tuple[int, int], tuple[Model, np.ndarray] | None] = {}
         self._step = max(manifest.anchors.strides)  # every grid must tile the input exactly
 
     def input_size(self, width: int, height: int) -> tuple[int, int]:
@@ -69,14 +69,17 @@ class Detector(FaceDetector):
         1920x1080 → 128x80), or the native size where the model cannot run at that one."""
         spec = self.manifest.input
         if not self.fit_aspect:
-            return spec.width, spec.height
-        if width >= height:
+            w, h = spec.width, spec.height
+        elif width >= height:
             w, h = spec.width, min(spec.height, -(-spec.width * height // (width * self._step)) * self._step)
         else:
             h, w = spec.height, min(spec.width, -(-spec.height * width // (height * self._step)) * self._step)
         return (w, h) if self._model_for(w, h) is not None else (spec.width, spec.height)
 
     def _model_for(self, w: int, h: int) -> tuple[Model, np.ndarray] | None:
+        spec = self.manifest.input
+        if (w, h) == (spec.width, spec.height):  # checked against the model when made
+            return self.model, self.anchors
         if (w, h) not in self._sized:
             model, found = self.model.sized(h, w), None
             if model is not None:
@@ -92,7 +95,7 @@ class Detector(FaceDetector):
         spec = self.manifest.input
         fh, fw = frame_bgr.shape[:2]
         in_w, in_h = self.input_size(fw, fh)
-        model, anchors = self._sized[(in_w, in_h)]  # type: ignore[misc]
+        model, anchors = self._model_for(in_w, in_h)  # type: ignore[misc]
         img, scale, px, py = letterbox(frame_bgr, in_w, in_h)
         if spec.color == "rgb":
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
