@@ -23,6 +23,7 @@ from edgeemo.backends import Model, backend_module
 from edgeemo.classifier import EmotionClassifier
 from edgeemo.config import Config, DetectorConfig, EmotionConfig, InferenceConfig
 from edgeemo.detectors import Detection, FaceDetector, make_detector
+from edgeemo.detectors.base import reading_stills
 from edgeemo.detectors.multiscale import SMALL_THRESHOLD, MultiScaleDetector
 from edgeemo.early_exit import EarlyExitModel
 from edgeemo.errors import ModelError
@@ -190,7 +191,8 @@ class FaceModels:
         """One still image: each face found, with its box, score, emotion and scores; a face
         narrower than the classifier's ``min_face_px`` is listed with emotion None."""
         image = as_bgr(image)
-        dets = self.detector.detect(image)
+        with reading_stills():
+            dets = self.detector.detect(image)
         readable = [d for d in dets if d.size >= self.classifier.min_face_px]
         read = self.classifier.classify(image, [d.box for d in readable])
         probs = {id(d): p for d, p in zip(readable, read, strict=True)}

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from conftest import run_cli, shared_path
 
-from edgeemo.analyzer import open_classifier, open_detector, resolve_detector, resolve_emotion
+from edgeemo.analyzer import FrameAnalyzer, open_classifier, open_detector, resolve_detector, resolve_emotion
 from edgeemo.backends.base import Model
-from edgeemo.config import DetectorConfig, EmotionConfig, InferenceConfig
+from edgeemo.config import Config, DetectorConfig, EmotionConfig, InferenceConfig
 from edgeemo.detectors import iou_matrix
 from edgeemo.early_exit import EarlyExitModel
+from edgeemo.errors import ModelError
 from edgeemo.modelstore import catalog, fetch, resolve, sha256_of
 from edgeemo.tools.devtools import astronaut_bgr
 from edgeemo.training.members import split
@@ -56,7 +57,8 @@ def test_blazeface_reads_the_frame_at_its_own_aspect(models_dir: Path) -> None:
     sized = det.model.sized(96, 128)
     assert sized is not None and sized.input_hw == (96, 128)
     assert sized.outputs[0].shape[1] == 672  # 16x12x2 + 8x6x6 anchors: the grids follow the input
-    assert det.model.sized(96, 128) is sized  # one interpreter per size, made once
+    assert det.model.sized(96, 128) is sized  # made once
+    assert det.model.input_hw == (128, 128)  # the model itself still says what its file declares
 
 
 class _OneSize(Model):
@@ -67,7 +69,7 @@ class _OneSize(Model):
         self.input, self.outputs = inner.input, inner.outputs
         self.calls: list[tuple[int, ...]] = []
 
-    def sized(self, height: int, width: int) -> Model | None:
+    def sized(self, height: int, width: int, create: bool = True) -> Model | None:
         return None if (height, width) != self.input_hw else self
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -78,9 +80,11 @@ class _OneSize(Model):
 def test_aspect_and_letterbox_find_the_same_faces(models_dir: Path) -> None:
     """The same faces, boxes within IoU 0.85, whether BlazeFace reads the frame at its aspect or
     letterboxed into its square (what a model fixed to one size still gets)."""
-    det, other = _near(models_dir), _near(models_dir)
-    fixed = type(det)(_OneSize(other.model), other.manifest, other.cfg)
+    other = _near(models_dir)
+    fixed = type(other)(_OneSize(other.model), other.manifest, other.cfg)
     for frame in _scenes():
+        det = _near(models_dir)  # a fresh one per aspect: two sizes at most per model
+        assert det.input_size(frame.shape[1], frame.shape[0]) != (128, 128)
         a, b = det.detect(frame), fixed.detect(frame)
         assert len(a) == len(b) == 1, (frame.shape, a, b)
         assert iou_matrix(a[0].box[None], b[0].box[None])[0, 0] >= 0.85
@@ -96,12 +100,16 @@ def test_aspect_keeps_near_face_recall_on_photos(models_dir: Path) -> None:
 
     root = shared_path("data", "muxspace")
     rows = list(csv.DictReader((root / "labels.csv").open()))[::5]
-    det, other = _near(models_dir), _near(models_dir)
-    fixed = type(det)(_OneSize(other.model), other.manifest, other.cfg)
+    other = _near(models_dir)
+    fixed = type(other)(_OneSize(other.model), other.manifest, other.cfg)
+    by_size: dict[tuple[int, int], object] = {}  # a detector per input size: each at its aspect
     both = only_aspect = only_letterbox = 0
     for row in rows:
         img = cv2.imread(str(root / row["file"]))
-        a, b = bool(det.detect(img)), bool(fixed.detect(img))
+        size = fixed.input_size(img.shape[1], img.shape[0])  # (a _OneSize model: the native square)
+        det = by_size.setdefault(_near(models_dir).input_size(img.shape[1], img.shape[0]), _near(models_dir))
+        a, b = bool(det.detect(img)), bool(fixed.detect(img))  # type: ignore[attr-defined]
+        assert size == (128, 128)
         both += a and b
         only_aspect += a and not b
         only_letterbox += b and not a
@@ -261,19 +269,42 @@ def test_crops_to_confirm_stay_letterboxed_and_sizes_are_capped(models_dir: Path
     frame[100:400, 100:400] = astronaut_bgr()[0:300, 110:410]
     first = det.near.detect(frame)
     # The interpreter itself took the camera's aspect: no second one for the frames.
-    assert model.input_hw == (96, 128) and model.sized(96, 128) is model and len(first) == 1
+    assert model._hw == (96, 128) and len(first) == 1
+    assert model.sized(96, 128).base is model  # type: ignore[union-attr]
     # A crop cut short at the frame's edge is letterboxed into the model's own square, on the
     # same interpreter switched for the call, and the frames switch it back.
     assert det.confirmer.input_size(200, 120) == (128, 128)
-    crop = frame[50:450, 50:450]
-    assert len(det.confirmer.detect(crop)) == 1 and model.input_hw == (128, 128)
+    assert len(det.confirmer.detect(frame[50:450, 50:450])) == 1 and model._hw == (128, 128)
     again = det.near.detect(frame)
-    assert model.input_hw == (96, 128) and np.allclose(again[0].box, first[0].box)
+    assert model._hw == (96, 128) and np.allclose(again[0].box, first[0].box)
+    # Only its own size and its home: anything else through run() is refused, clearly.
+    with pytest.raises(ModelError, match="runs at"):
+        model.run(np.zeros((1, 64, 128, 3), np.float32))
     # Another aspect gets an interpreter of its own, up to the cap; beyond it, letterboxed.
     made = [model.sized(h, 128) for h in (32, 48, 64, 80, 112)]
     assert sum(m is not None for m in made) == MAX_INTERPRETERS - 1 and made[0] is not model
     assert det.near.input_size(640, 200) == (128, 128)  # 48 px high asked: over the cap
-    assert det.near.detect(np.zeros((200, 640, 3), np.uint8)) == []
+
+
+def test_stills_take_no_size_a_camera_would_need(models_dir: Path) -> None:
+    """/predict, edgeemo detect and eval --photos read stills of any aspect: they use sizes
+    the cameras' frames made and letterbox otherwise, so they hold no memory for good and a
+    still's answer does not depend on the stills read before it."""
+    from edgeemo.analyzer import FaceModels
+
+    models = FaceModels.from_settings(models_dir)
+    model = models.detector.near.model
+    wide = np.zeros((720, 1280, 3), np.uint8)
+    wide[60:700, 600:1240] = cv2.resize(astronaut_bgr()[0:300, 110:410], (640, 640))
+    before = models.analyse_image(wide)
+    assert model._sized == {} and model._hw == (128, 128) and len(before) == 1
+    camera = FrameAnalyzer(
+        "door", models, Config.model_validate({"cameras": [{"name": "door", "source": "x"}]})
+    )
+    camera.process(wide, 0.0)  # a camera's frame makes the size
+    assert model._hw == (80, 128)
+    after = models.analyse_image(wide)  # and a still of that aspect now uses it
+    assert len(after) == 1 and abs(after[0]["box"][0] - before[0]["box"][0]) <= 8
 
 
 def test_models_fetch_installs_and_verifies_the_members(models_dir: Path, tmp_path: Path) -> None:

@@ -49,13 +49,14 @@ class Model(ABC):
         s = self.input.shape
         return (s[2], s[3]) if self.input.layout == "NCHW" else (s[1], s[2])
 
-    def sized(self, height: int, width: int) -> Model | None:
+    def sized(self, height: int, width: int, create: bool = True) -> Model | None:
         """This model with an image input of another size, or None where it cannot be had.
 
         A fully convolutional detector (BlazeFace) run at the frame's own aspect reads no
         letterbox padding: 128x96 for a 4:3 frame is a quarter less work than 128x128. The
         backend decides whether it can (an Edge TPU model is compiled for one size: None); the
-        caller checks that the outputs still fit its decoding."""
+        caller checks that the outputs still fit its decoding. ``create`` False: only a size
+        made already (a still picture must not take the size a camera would need)."""
         return self if (height, width) == self.input_hw else None
 
     def describe(self) -> str:

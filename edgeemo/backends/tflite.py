@@ -44,7 +44,9 @@ class TFLiteModel(Model):
         self._it = interpreter
         # A fresh interpreter of the same file, for :meth:`sized` (None: one size only).
         self._make = make
-        self._sized: dict[tuple[int, int], TFLiteModel | None] = {}
+        # Sizes asked for through :meth:`sized`: a view of this interpreter (its home size),
+        # an interpreter of its own, or None (cannot run at that size).
+        self._sized: dict[tuple[int, int], Model | None] = {}
         # The interpreter is not thread-safe: calls are serialised here.
         self._lock = threading.Lock()
         try:
@@ -54,59 +56,68 @@ class TFLiteModel(Model):
             raise _explain_runtime_error(path, e) from None
         self._in = self._it.get_input_details()[0]
         self._outs = self._it.get_output_details()
+        # What the file declares; never changes (a view of another size says its own).
         self.input = _spec(self._in)
         self.outputs = [_spec(o) for o in self._outs]
         self._batch = int(self.input.shape[0])
-        self._native = self.input_hw  # the size the file declares
+        image = len(self.input.shape) == 4
+        self._hw: tuple[int, int] | None = self.input_hw if image else None  # as allocated now
+        self._home = self._hw  # the size it serves between switches: its own, or a camera's
         # Batch sizes the model refused (reshapes baked in, e.g. the two-network emotion model):
         # such a batch goes one item at a time without asking again, as asking costs two
         # tensor re-allocations per call.
         self._refused: set[int] = set()
 
-    def sized(self, height: int, width: int) -> Model | None:
+    def sized(self, height: int, width: int, create: bool = True) -> Model | None:
         """This model for pictures of another input size (a camera's aspect). The first size
-        asked for is this interpreter's own from then on (no second interpreter for a
-        camera's frames); its declared size stays available through it, switched to for
-        the call (:meth:`run`: ~0.7 ms each way, for the rare crops that confirm a small
-        face). A further size gets an interpreter of its own (~3.6 MiB for BlazeFace), at
-        most MAX_INTERPRETERS in all; beyond that, None (the caller letterboxes)."""
-        if (height, width) in (self.input_hw, self._native):
+        asked for becomes this interpreter's home (no second interpreter for a camera's
+        frames): a view of it is returned, and its declared size stays available through
+        :meth:`run`, switched to for the call (~0.7 ms each way: the rare crops that confirm a
+        small face). A further size gets an interpreter of its own (~3.6 MiB for BlazeFace), at
+        most MAX_INTERPRETERS in all. None: not at that size (the caller letterboxes), as for
+        sizes not yet made when ``create`` is False (stills: they must not take a camera's)."""
+        if (height, width) == self.input_hw:
             return self
         key = (height, width)
         with self._lock:
             if key in self._sized:
                 return self._sized[key]
-            if self._make is None or len(self.input.shape) != 4:
+            if self._make is None or self._hw is None or not create:
                 return None
-            if not self._sized:  # the first size asked for: this interpreter's own
-                self._sized[key] = self if self._switch(height, width) else None
-            elif sum(m is not None for m in self._sized.values()) >= MAX_INTERPRETERS:
+            if self._home == self.input_hw:  # no home yet: this interpreter takes the size
+                ok = self._switch(height, width, capture=True)
+                if ok:
+                    self._home = key
+                self._sized[key] = _SizedView(self, height, width) if ok else None
+                return self._sized[key]
+            children = sum(isinstance(m, TFLiteModel) for m in self._sized.values())
+            if 1 + children >= MAX_INTERPRETERS:
                 return None
-            else:
-                self._sized[key] = self._new_sized(height, width)
+            self._sized[key] = self._new_sized(height, width)
             return self._sized[key]
 
-    def _home(self) -> tuple[int, int]:
-        """The size this interpreter serves between switches: the first asked for, or its own."""
-        return next((k for k, m in self._sized.items() if m is self), self._native)
-
-    def _switch(self, height: int, width: int) -> bool:
-        """Re-allocate this interpreter for another input size (under the lock, or before any
-        thread has it); False, and as it was, where the graph cannot take that size."""
-        shape = self.input.shape
+    def _switch(self, height: int, width: int, capture: bool = False) -> bool:
+        """Re-allocate this interpreter for another input size (under the lock); False, and
+        as it was, where the graph cannot take that size. ``capture``: route what the runtime
+        prints through logging (once per size; not on the per-frame path, where redirecting
+        the process's stderr would catch other threads' lines)."""
+        assert self._hw is not None
+        old = self._hw
+        redirect = native_output_to_log() if capture else contextlib.nullcontext()
         try:
-            with native_output_to_log():
-                self._it.resize_tensor_input(self._in["index"], [self._batch, height, width, shape[3]])
+            with redirect:
+                self._it.resize_tensor_input(
+                    self._in["index"], [self._batch, height, width, self.input.shape[3]]
+                )
                 self._it.allocate_tensors()
         except (RuntimeError, ValueError) as e:
             log.info("%s cannot run at %dx%d (%s); it runs at its own size", self.path.name, width, height, e)
-            self._it.resize_tensor_input(self._in["index"], [self._batch, *shape[1:]])
+            self._it.resize_tensor_input(self._in["index"], [self._batch, *old, self.input.shape[3]])
             self._it.allocate_tensors()
             return False
         self._in = self._it.get_input_details()[0]
         self._outs = self._it.get_output_details()
-        self.input = _spec(self._in)
-        self.outputs = [_spec(o) for o in self._outs]
+        self._hw = (height, width)
         return True
 
     def _new_sized(self, height: int, width: int) -> TFLiteModel | None:
@@ -126,12 +137,13 @@ class TFLiteModel(Model):
             return True
         if n in self._refused:
             return False
+        rest = [int(v) for v in self._in["shape"][1:]]  # the size allocated now
         try:
-            self._it.resize_tensor_input(self._in["index"], [n, *self.input.shape[1:]])
+            self._it.resize_tensor_input(self._in["index"], [n, *rest])
             self._it.allocate_tensors()
         except (RuntimeError, ValueError):
             # Models with a fixed batch (reshapes baked in): put the input back as it was.
-            self._it.resize_tensor_input(self._in["index"], [self._batch, *self.input.shape[1:]])
+            self._it.resize_tensor_input(self._in["index"], [self._batch, *rest])
             self._it.allocate_tensors()
             self._refused.add(n)
             return False
@@ -161,11 +173,11 @@ class TFLiteModel(Model):
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run on a float32 NHWC batch; returns each output with the batch as first axis."""
         n = batch.shape[0]
-        hw = tuple(batch.shape[1:3]) if batch.ndim == 4 else self.input_hw
         with self._lock:
+            hw = (int(batch.shape[1]), int(batch.shape[2])) if batch.ndim == 4 and self._hw else self._hw
             # Its declared size while it serves a camera's aspect, or back to that aspect.
-            if hw != self.input_hw and (hw not in (self._native, self._home()) or not self._switch(*hw)):
-                raise ModelError(f"{self.path.name} runs at {self.input_hw}, not {hw}")
+            if hw != self._hw and (hw not in (self.input_hw, self._home) or not self._switch(*hw)):  # type: ignore[misc]
+                raise ModelError(f"{self.path.name} runs at {self._hw}, not {hw}")
             x = self._quantize(batch)
             # A frame's few faces go one at a time: one call for three faces costs what three
             # calls do here (1.69 against 1.68 ms), and re-allocating the tensors whenever the
@@ -183,6 +195,25 @@ class TFLiteModel(Model):
                 self._it.invoke()
                 parts.append(self._outputs())
             return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
+
+
+class _SizedView(Model):
+    """A TFLiteModel's interpreter at its home size: the input and outputs that size has (the
+    model's own stay what the file declares), runs through the model (which switches back
+    from its declared size if a confirming crop left it there)."""
+
+    def __init__(self, base: TFLiteModel, height: int, width: int) -> None:
+        self.base, self.backend, self.path = base, base.backend, base.path
+        shape = base.input.shape
+        self.input = TensorSpec((shape[0], height, width, shape[3]), base.input.dtype, base.input.layout,
+                                base.input.scale, base.input.zero_point, base.input.name)  # fmt: skip
+        self.outputs = [_spec(o) for o in base._outs]  # made right after the switch, under the lock
+
+    def describe(self) -> str:
+        return self.base.describe()
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.base.run(batch)
 
 
 _NATIVE_LOCK = threading.Lock()

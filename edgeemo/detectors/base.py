@@ -7,7 +7,10 @@ which module reads a model (see :mod:`edgeemo.detectors`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -17,6 +20,21 @@ from edgeemo.backends import Model
 from edgeemo.config import DetectorConfig
 from edgeemo.imageops import shrink
 from edgeemo.modelstore import Manifest
+
+# Set while still pictures are read (edgeemo detect, /predict, eval --photos): a detector then
+# uses only the input sizes the cameras' frames have made, so a still of an odd aspect neither
+# holds memory for good nor takes the size a camera would get, and a still's answer does not
+# depend on the stills before it.
+STILLS: contextvars.ContextVar[bool] = contextvars.ContextVar("edgeemo_stills", default=False)
+
+
+@contextlib.contextmanager
+def reading_stills() -> Iterator[None]:
+    token = STILLS.set(True)
+    try:
+        yield
+    finally:
+        STILLS.reset(token)
 
 
 @dataclass

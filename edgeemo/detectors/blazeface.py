@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeemo.backends import Model, ModelError
 from edgeemo.config import DetectorConfig
-from edgeemo.detectors.base import Detection, FaceDetector, clip_box, letterbox, weighted_nms
+from edgeemo.detectors.base import STILLS, Detection, FaceDetector, clip_box, letterbox, weighted_nms
 from edgeemo.modelstore import AnchorSpec, Manifest
 
 DEFAULT_THRESHOLD = 0.6
@@ -52,9 +52,7 @@ class Detector(FaceDetector):
         spec = manifest.input
         self.anchors = ssd_anchors(spec.width, spec.height, manifest.anchors)
         n_out = model.outputs[0].shape[1]
-        # (A shared model another detector has already moved to a camera's aspect was checked
-        # when that one was made.)
-        if model.input_hw == (spec.height, spec.width) and n_out != len(self.anchors):
+        if n_out != len(self.anchors):
             raise ModelError(
                 f"{model.path.name}: {n_out} boxes but {len(self.anchors)} anchors from the manifest; "
                 "the manifest does not match the model"
@@ -81,7 +79,10 @@ class Detector(FaceDetector):
         if (w, h) == (spec.width, spec.height):  # checked against the model when made
             return self.model, self.anchors
         if (w, h) not in self._sized:
-            model, found = self.model.sized(h, w), None
+            create = not STILLS.get()
+            model, found = self.model.sized(h, w, create), None
+            if model is None and not create:
+                return None  # a still, at a size no camera has made: letterboxed, not remembered
             if model is not None:
                 anchors = ssd_anchors(w, h, self.manifest.anchors)  # type: ignore[arg-type]
                 # A graph that reshapes to fixed sizes runs but gives other boxes: not used.

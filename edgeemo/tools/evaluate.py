@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeemo.analyzer import FaceModels
 from edgeemo.classifier import EmotionClassifier, square_crop
+from edgeemo.detectors.base import reading_stills
 from edgeemo.errors import EvalError
 from edgeemo.ferdata import FER2013_CLASSES, ferplus_majority
 
@@ -205,7 +206,8 @@ def photos_end_to_end(models: FaceModels, folder: Path) -> dict:
         img = cv2.imread(str(folder / row["file"]), cv2.IMREAD_COLOR)
         if img is None:
             raise EvalError(f"{folder / row['file']}: not a readable image")
-        dets = models.detector.detect(img)
+        with reading_stills():
+            dets = models.detector.detect(img)
         if not dets:
             missed += 1
             continue
