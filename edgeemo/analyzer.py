@@ -96,13 +96,16 @@ def open_classifier(
 ) -> EmotionClassifier:
     """The one place an emotion classifier is made."""
     label = f"{what} emotion model".strip()
-    # On the CPU the member networks are opened instead of the ensemble file (memory: not both).
-    early = _open_early_exit(model, cfg, inference, label) if inference.backend == "cpu" else None
-    opened: Model = early or open_model(model, inference, label)
-    if early is None and opened.backend == "cpu" and inference.backend != "cpu":
-        # An accelerator backend that fell back to the CPU (no Edge TPU twin of the emotion
-        # model, say) gets the early exit too; the ensemble opened first is let go.
-        opened = _open_early_exit(model, cfg, inference, label) or opened
+    opened: Model
+    if inference.backend == "cpu":
+        # The member networks instead of the ensemble file, not both (memory).
+        opened = _open_early_exit(model, cfg, inference, label) or open_model(model, inference, label)
+    else:
+        opened = open_model(model, inference, label)
+        if opened.backend == "cpu":
+            # An accelerator backend that fell back to the CPU (no Edge TPU twin of the emotion
+            # model, say) gets the early exit too; the ensemble opened first is let go.
+            opened = _open_early_exit(model, cfg, inference, label) or opened
     return EmotionClassifier(opened, model.manifest, cfg.crop_margin, cfg.min_face_px)
 
 

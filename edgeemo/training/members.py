@@ -58,8 +58,6 @@ def split(ensemble: bytes) -> list[bytes]:
                 needed.add(producer[t])
                 todo += [int(i) for i in g.operators[producer[t]].inputs if i >= 0]
         out.append(_subset(src, sorted(needed), [int(i) for i in g.inputs], [head]))
-    for m in out:
-        s.Model.GetRootAsModel(m, 0)  # parses
     return out
 
 
@@ -101,13 +99,10 @@ def _subset(src, ops: list[int], inputs: list[int], outputs: list[int]) -> bytes
     return bytes(builder.Output())
 
 
-def member_paths(ensemble: Path, n: int) -> list[Path]:
-    return [ensemble.with_name(f"{ensemble.stem}.m{k + 1}.tflite") for k in range(n)]
-
-
 def write_members(ensemble: Path) -> list[Path]:
+    """``<stem>.m1.tflite``, ``.m2.tflite``… beside the ensemble file."""
     parts = split(ensemble.read_bytes())
-    paths = member_paths(ensemble, len(parts))
+    paths = [ensemble.with_name(f"{ensemble.stem}.m{k + 1}.tflite") for k in range(len(parts))]
     for path, data in zip(paths, parts, strict=True):
         path.write_bytes(data)
     return paths
